@@ -1,0 +1,44 @@
+"""sai-attack: superpixel-guided attentional adversarial attacks (Dong et al., CVPR 2020).
+
+Quick use::
+
+    from sai_attack import SAIFGM, load_model
+    model = load_model("efficientnet-lite0")
+    adv = SAIFGM(model, delta=4)(images, labels)   # images: (B, 3, H, W) in [0, 1]
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from sai_attack.attacks import (
+    ATTACKS,
+    FGM,
+    IFGM,
+    MIFGM,
+    MSAIFGM,
+    SAFGM,
+    SAIFGM,
+    Attack,
+    AttackResult,
+)
+from sai_attack.models import MODELS, ImageClassifier, load_model
+
+try:
+    __version__ = version("sai-attack")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ATTACKS",
+    "FGM",
+    "IFGM",
+    "MIFGM",
+    "MODELS",
+    "MSAIFGM",
+    "SAFGM",
+    "SAIFGM",
+    "Attack",
+    "AttackResult",
+    "ImageClassifier",
+    "__version__",
+    "load_model",
+]

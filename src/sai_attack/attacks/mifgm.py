@@ -1,0 +1,29 @@
+"""MI-FGM: momentum iterative fast gradient method in L2 (Dong et al., CVPR 2018)."""
+
+from __future__ import annotations
+
+import torch
+
+from sai_attack.attacks.ifgm import IFGM
+
+
+class MIFGM(IFGM):
+    """I-FGM with momentum: ``g_{i+1} = mu g_i + grad / ||grad||_1``, step along ``g / ||g||_2``.
+
+    Args:
+        model: The classifier.
+        momentum: The decay factor mu (paper: 1.0).
+        **kwargs: As :class:`~sai_attack.attacks.base.Attack`.
+    """
+
+    name = "mifgm"
+
+    def __init__(self, model: torch.nn.Module, *, momentum: float = 1.0, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        if not momentum >= 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        self.momentum = float(momentum)
+
+    def describe(self) -> dict:
+        """The parameters, including the momentum."""
+        return {**super().describe(), "momentum": self.momentum}

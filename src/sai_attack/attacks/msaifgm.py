@@ -1,0 +1,34 @@
+"""M-SAI-FGM: SAI-FGM with momentum (Dong et al., CVPR 2020, Eq. 5)."""
+
+from __future__ import annotations
+
+import torch
+
+from sai_attack.attacks.saifgm import SAIFGM
+
+
+class MSAIFGM(SAIFGM):
+    """SAI-FGM whose noise update accumulates momentum (paper Eq. 5).
+
+    The update is::
+
+        g_{i+1} = mu * g_i + grad_n L / ||grad_n L||_1
+        n_{i+1} = n_i + alpha * g_{i+1} / ||g_{i+1}||_2
+
+    Args:
+        model: The classifier.
+        momentum: The decay factor mu (paper: 1.0).
+        **kwargs: As :class:`~sai_attack.attacks.saifgm.SAIFGM`.
+    """
+
+    name = "m-sai-fgm"
+
+    def __init__(self, model: torch.nn.Module, *, momentum: float = 1.0, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        if not momentum >= 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        self.momentum = float(momentum)
+
+    def describe(self) -> dict:
+        """The parameters, including the momentum."""
+        return {**super().describe(), "momentum": self.momentum}

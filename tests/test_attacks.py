@@ -1,0 +1,265 @@
+import math
+
+import pytest
+import torch
+
+from conftest import make_tiny_model, textured_images
+from sai_attack import superpixels as sp
+from sai_attack.attacks import ATTACKS, FGM, IFGM, MIFGM, MSAIFGM, SAFGM, SAIFGM, delta_eff, epsilon
+from sai_attack.attacks.base import l2_norm, margin_loss, project_l2, scale_l2
+
+SUPERPIXEL_ATTACKS = [SAFGM, SAIFGM, MSAIFGM]
+PIXEL_ATTACKS = [FGM, IFGM, MIFGM]
+
+
+def _labels_for(model, x):
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+def _constant_per_superpixel(r, labels):
+    k = int(labels.max()) + 1
+    hi = sp.reduce(r, labels, k, "amax")
+    lo = sp.reduce(r, labels, k, "amin")
+    return torch.allclose(hi, lo, atol=1e-6)
+
+
+def test_epsilon_is_delta_sqrt_n():
+    assert epsilon(4, (3, 224, 224)) == pytest.approx(4 * math.sqrt(3 * 224 * 224) / 255)
+    r = torch.full((2, 3, 8, 8), 4 / 255)
+    torch.testing.assert_close(delta_eff(r), torch.tensor([4.0, 4.0], dtype=torch.float64))
+
+
+def test_norm_helpers():
+    r = torch.randn(3, 3, 4, 4)
+    torch.testing.assert_close(l2_norm(scale_l2(r, 2.0)), torch.full((3,), 2.0))
+    small = r / l2_norm(r).view(-1, 1, 1, 1) * 0.5
+    torch.testing.assert_close(project_l2(small, 1.0), small)
+    torch.testing.assert_close(l2_norm(project_l2(r * 10, 1.0)), torch.ones(3))
+
+
+def test_margin_loss():
+    logits = torch.tensor([[1.0, 3.0, 2.0]])
+    torch.testing.assert_close(margin_loss(logits, torch.tensor([1])), torch.tensor([-1.0]))
+    torch.testing.assert_close(margin_loss(logits, torch.tensor([0])), torch.tensor([2.0]))
+
+
+@pytest.mark.parametrize("cls", SUPERPIXEL_ATTACKS)
+@pytest.mark.parametrize("align", [True, False])
+def test_superpixel_perturbation_constant_and_masked(cls, align, tiny_model):
+    x = textured_images(3, 32)
+    y = _labels_for(tiny_model, x)
+    atk = cls(tiny_model, delta=2, steps=3, superpixel_size=4, align_mask=align, phi=0.4)
+    res = atk.run(x, y)
+    r = res.perturbation
+    mask = res.mask
+    assert mask.shape == (3, 1, 32, 32)
+    assert 0 < float(mask.mean()) < 1
+    assert torch.all(r[mask.expand_as(r) == 0] == 0)
+    # Inside the mask the perturbation is constant per superpixel (restricted to masked pixels).
+    masked_labels = torch.where(mask[:, 0] > 0, res.superpixels, res.superpixels.max() + 1)
+    assert _constant_per_superpixel(r * mask, masked_labels)
+    if align:
+        assert _constant_per_superpixel(r, res.superpixels)
+
+
+@pytest.mark.parametrize("cls", SUPERPIXEL_ATTACKS)
+def test_exact_budget_hits_eps(cls, tiny_model):
+    x = textured_images(2, 32)
+    y = _labels_for(tiny_model, x)
+    atk = cls(tiny_model, delta=1.0, steps=4)
+    assert atk.budget == "exact"
+    res = atk.run(x, y)
+    torch.testing.assert_close(
+        l2_norm(res.perturbation), torch.full((2,), res.eps), rtol=1e-4, atol=0
+    )
+    torch.testing.assert_close(
+        delta_eff(res.perturbation).float(), torch.full((2,), 1.0), rtol=1e-4, atol=0
+    )
+
+
+@pytest.mark.parametrize("cls", SUPERPIXEL_ATTACKS + PIXEL_ATTACKS)
+def test_within_budget_never_exceeds_eps(cls, tiny_model):
+    x = torch.rand(3, 3, 24, 24)  # some pixels at the box edges: clipping only shrinks r
+    y = _labels_for(tiny_model, x)
+    atk = cls(tiny_model, delta=8, steps=5, budget="within")
+    res = atk.run(x, y)
+    assert torch.all(l2_norm(res.perturbation) <= res.eps * (1 + 1e-5))
+    assert float(res.adv.min()) >= 0
+    assert float(res.adv.max()) <= 1
+
+
+@pytest.mark.parametrize("cls", PIXEL_ATTACKS)
+def test_pixel_exact_budget(cls, tiny_model):
+    x = textured_images(2, 24)
+    y = _labels_for(tiny_model, x)
+    res = cls(tiny_model, delta=1, steps=3, budget="exact").run(x, y)
+    torch.testing.assert_close(
+        l2_norm(res.perturbation), torch.full((2,), res.eps), rtol=1e-4, atol=0
+    )
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_batch_equals_single_runs(name, tiny_model):
+    x = textured_images(4, 32, seed=3)
+    y = _labels_for(tiny_model, x)
+    atk = ATTACKS[name](tiny_model, delta=3, steps=4, seed=11)
+    batch = atk(x, y)
+    singles = torch.cat([atk(x[i : i + 1], y[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(batch, singles, atol=1e-5, rtol=0)
+
+
+def test_per_sample_seeds_change_only_their_sample(tiny_model):
+    x = textured_images(2, 32)
+    y = _labels_for(tiny_model, x)
+    atk = SAIFGM(tiny_model, delta=2, steps=1, init_scale=5.0)
+    a = atk(x, y, seeds=[1, 2])
+    b = atk(x, y, seeds=[1, 3])
+    torch.testing.assert_close(a[0], b[0])
+    assert not torch.allclose(a[1], b[1])
+    torch.testing.assert_close(atk(x, y, seeds=[1, 2]), a)
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_inputs_untouched_and_train_state_restored(name, tiny_model):
+    x = textured_images(2, 32)
+    y = _labels_for(tiny_model, x)
+    x_copy, y_copy = x.clone(), y.clone()
+    tiny_model.train()
+    ATTACKS[name](tiny_model, delta=2, steps=2)(x, y)
+    assert tiny_model.training
+    tiny_model.eval()
+    ATTACKS[name](tiny_model, delta=2, steps=2)(x, y)
+    assert not tiny_model.training
+    assert torch.equal(x, x_copy)
+    assert torch.equal(y, y_copy)
+    assert all(p.grad is None for p in tiny_model.parameters())
+
+
+@pytest.mark.parametrize("cls", [IFGM, SAIFGM, MSAIFGM])
+def test_targeted_reaches_target(cls):
+    model = make_tiny_model(num_classes=5, seed=2)
+    x = textured_images(4, 32, seed=5)
+    with torch.no_grad():
+        logits = model(x)
+    y = logits.argmax(1)
+    target = logits.topk(2, dim=1).indices[:, 1]  # the runner-up class
+    adv = cls(model, delta=20, steps=10, targeted=True)(x, y, targets=target)
+    assert torch.equal(_labels_for(model, adv), target)
+
+
+@pytest.mark.parametrize("cls", [IFGM, SAIFGM])
+def test_untargeted_success_on_toy_model(cls):
+    model = make_tiny_model(num_classes=5, seed=2)
+    x = textured_images(4, 32, seed=5)
+    y = _labels_for(model, x)
+    adv = cls(model, delta=40, steps=10)(x, y)
+    assert torch.all(_labels_for(model, adv) != y)
+
+
+@pytest.mark.parametrize("mode", ["mean", "max"])
+def test_gradient_modes_keep_invariants(mode, tiny_model):
+    x = textured_images(2, 32)
+    y = _labels_for(tiny_model, x)
+    res = SAIFGM(tiny_model, delta=2, steps=3, grad_mode=mode, phi=0).run(x, y)
+    assert _constant_per_superpixel(res.perturbation, res.superpixels)
+    torch.testing.assert_close(
+        l2_norm(res.perturbation), torch.full((2,), res.eps), rtol=1e-4, atol=0
+    )
+
+
+def test_precomputed_superpixels_and_mask_are_used(tiny_model):
+    x = textured_images(2, 16)
+    y = _labels_for(tiny_model, x)
+    labels = sp.stack_labels([sp.segment(torch.zeros(16, 16, 3).numpy(), "grid", size=8)] * 2)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[..., :8, :] = 1
+    res = SAIFGM(tiny_model, delta=2, steps=2).run(x, y, superpixels=labels, mask=mask)
+    assert torch.equal(res.superpixels, labels)
+    assert torch.all(res.perturbation[..., 8:, :] == 0)
+    assert _constant_per_superpixel(res.perturbation, labels)
+    r = res.perturbation
+    assert torch.allclose(r[:, :, 0, 0], r[:, :, 7, 7], atol=1e-6)  # one 8x8 superpixel
+
+
+def test_pixel_attack_with_mask(tiny_model):
+    x = textured_images(2, 16)
+    y = _labels_for(tiny_model, x)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[..., :, :5] = 1
+    r = IFGM(tiny_model, delta=2, steps=3).run(x, y, mask=mask).perturbation
+    assert torch.all(r[..., 5:] == 0)
+    assert torch.any(r[..., :5] != 0)
+
+
+def test_fgm_and_safgm_take_one_step(tiny_model):
+    assert FGM(tiny_model, steps=10).steps == 1
+    assert SAFGM(tiny_model, steps=10).steps == 1
+    x = textured_images(1, 16)
+    y = _labels_for(tiny_model, x)
+    fgm = FGM(tiny_model, delta=2)(x, y)
+    ifgm1 = IFGM(tiny_model, delta=2, steps=1)(x, y)
+    torch.testing.assert_close(fgm, ifgm1)
+
+
+def test_momentum_zero_mifgm_equals_ifgm(tiny_model):
+    x = textured_images(2, 16)
+    y = _labels_for(tiny_model, x)
+    a = MIFGM(tiny_model, delta=2, steps=4, momentum=0.0)(x, y)
+    b = IFGM(tiny_model, delta=2, steps=4)(x, y)
+    torch.testing.assert_close(a, b)
+
+
+def test_custom_loss_callable(tiny_model):
+    x = textured_images(1, 16)
+    y = _labels_for(tiny_model, x)
+    calls = []
+
+    def loss(logits, labels):
+        calls.append(logits.shape)
+        return -logits.gather(1, labels.view(-1, 1)).squeeze(1)
+
+    IFGM(tiny_model, delta=1, steps=2, loss=loss)(x, y)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"delta": 0}, "delta must be a finite number > 0, got 0"),
+        ({"delta": -1}, "delta must be a finite number > 0, got -1"),
+        ({"steps": 0}, "steps \\(iters\\) must be an integer >= 1, got 0"),
+        ({"loss": "hinge"}, "unknown loss 'hinge'; use one of ce, cw or a callable"),
+        ({"budget": "loose"}, "unknown budget 'loose'; use one of within, exact"),
+        ({"phi": 1.5}, "phi must lie in \\[0, 1\\], got 1.5"),
+        ({"grad_mode": "median"}, "unknown grad_mode 'median'; use one of noise, mean, max"),
+        ({"superpixel": "quickshift"}, "unknown superpixel algorithm 'quickshift'"),
+    ],
+)
+def test_constructor_rejects_bad_parameters(kwargs, message, tiny_model):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        SAIFGM(tiny_model, **kwargs)
+
+
+def test_run_rejects_bad_inputs(tiny_model):
+    atk = IFGM(tiny_model)
+    with pytest.raises(
+        ValueError, match="images must be \\(B, 3, H, W\\), got shape \\(3, 8, 8\\)"
+    ):
+        atk(torch.rand(3, 8, 8), torch.tensor([0]))
+    with pytest.raises(ValueError, match="images must lie in \\[0, 1\\]"):
+        atk(torch.rand(1, 3, 8, 8) * 2, torch.tensor([0]))
+    with pytest.raises(ValueError, match="got 2 labels for 1 images"):
+        atk(torch.rand(1, 3, 8, 8), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="targeted attack needs targets"):
+        IFGM(tiny_model, targeted=True)(torch.rand(1, 3, 8, 8), torch.tensor([0]))
+
+
+def test_describe_and_repr(tiny_model):
+    atk = MSAIFGM(tiny_model, delta=3, merge_beta=2, momentum=0.5)
+    d = atk.describe()
+    assert d["method"] == "m-sai-fgm"
+    assert d["merge_beta"] == 2
+    assert d["momentum"] == 0.5
+    assert d["budget"] == "exact"
+    assert "delta=3.0" in repr(atk)
