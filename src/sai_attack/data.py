@@ -118,6 +118,9 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     try:
+        # Only regular files: a FIFO or device named *.png would block or never end.
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise ImageLoadError("not a regular file")
         data = path.read_bytes()
     except IsADirectoryError:
         raise ImageLoadError("is a directory") from None
@@ -145,13 +148,13 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     if (h, w) == (size, size):
         return image.copy()
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    resized = np.asarray(
-        Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.uint8
-    )
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return resized[top : top + size, left : left + size].copy()
+    # Resample only the central square: the same as resizing the shorter side and cropping,
+    # without ever building a huge intermediate image for extreme aspect ratios.
+    side = min(h, w)
+    top, left = (h - side) / 2, (w - side) / 2
+    box = (left, top, left + side, top + side)
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR, box=box)
+    return np.array(resized, dtype=np.uint8)
 
 
 def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
@@ -386,10 +389,28 @@ def discover_inputs(
     table = None
     if chosen is not None and (labels_path is not None or chosen.is_file()):
         table = read_labels(chosen, num_classes=num_classes)
+        for name in list(table.labels):
+            if not is_plain_name(name):
+                table.problems[name] = "image name in labels file is not a plain file name"
+                table.labels.pop(name)
+                table.targets.pop(name, None)
         if path.is_dir():
-            listed = set(table.labels) | set(table.problems)
-            names = sorted(set(names) | {n for n in listed if "/" not in n and "\\" not in n})
+            names = sorted(set(names) | set(table.labels) | set(table.problems))
     return InputSet(root=root, names=names, labels=table, labels_path=chosen if table else None)
+
+
+def printable_name(name: str) -> str:
+    """A file name as text that can be written anywhere (CSV, JSON, HTML after escaping).
+
+    File names that are not valid UTF-8 reach Python with surrogate escapes; those bytes are
+    shown as backslash escapes instead of making every UTF-8 writer fail.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is a plain file name (no directory parts), safe to open under a root."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
 def safe_stem(name: str) -> str:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sai_attack import data
+from sai_attack import data, parallel
 from sai_attack import superpixels as sp
 from sai_attack.attacks import ATTACKS, DEFAULT_METHOD, LOSSES, Attack
 from sai_attack.attacks.base import BUDGETS
@@ -244,6 +244,9 @@ class InputDataset(Dataset):
     def __getitem__(self, index: int) -> Item:
         name = self.names[index]
         item = Item(name=name, stem=self.stems[name])
+        if not data.is_plain_name(name):  # never open paths that come from a labels file
+            item.error = self.problems.get(name, "not a plain file name")
+            return item
         t0 = time.perf_counter()
         try:
             # The image is read first so that a broken file is reported as such.
@@ -301,6 +304,15 @@ def append_rows(path: Path, rows: list[dict]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_results(path: Path, rows: list[dict]) -> None:
+    """Rewrite a whole results CSV atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    data.atomic_write_text(path, buf.getvalue())
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -391,6 +403,8 @@ class RunOptions:
     save_templates: bool = False
     labels: str | None = None
     progress: bool | None = None  # None: on when stderr is a terminal
+    amp: bool = False
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -399,6 +413,19 @@ class RunOptions:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+
+    def amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype of the attack passes: float16 on CUDA, bfloat16 on CPU."""
+        if not self.amp:
+            return None
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+    def apply_determinism(self) -> None:
+        """Ask PyTorch for deterministic kernels (slower on GPU; CPU runs are already so)."""
+        if self.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
 
 
 @dataclass
@@ -416,10 +443,18 @@ class RunSummary:
     mean_delta_eff: float = float("nan")
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def exit_code(self) -> int:
-        """0 when every input was processed, 3 when some were skipped."""
+        """0 when every input was processed, 3 when some were skipped.
+
+        Under torchrun every rank exits 0 (torchrun turns any other code into a failure of the
+        whole job); skipped inputs are still listed in ``results.csv`` and on stderr.
+        """
+        if self.world_size > 1:
+            return EXIT_OK
         return EXIT_SKIPPED if self.skipped else EXIT_OK
 
 
@@ -510,16 +545,72 @@ class AttackRun:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
-        """Execute the run; returns the summary (also written to ``summary.json``)."""
+        """Execute the run; returns the summary (also written to ``summary.json``).
+
+        Under ``torchrun`` every rank attacks its share of the images and writes its rows to
+        ``.parts/``; rank 0 holds the lock and, after a barrier, merges the rows into
+        ``results.csv`` (in input order) and writes ``summary.json``.
+        """
         started = time.perf_counter()
+        ctx = parallel.context(self.device)
+        self.device = ctx.device(self.device)
+        self.options.apply_determinism()
         model = self._model or load_model(self.config.model, self.config.weights)
         model = model.to(self.device).eval()
         attack = self.config.build_attack(model)
+        attack.autocast = self.options.amp_dtype(self.device)
         inputs = data.discover_inputs(self.input_path, self.options.labels)
         if self.config.targeted and inputs.labels is None:
             raise RunError("--targeted needs a labels CSV with a 'target' column")
         self._check_output_folder(inputs)
         names = inputs.names[: self.options.limit] if self.options.limit else inputs.names
+        lock = RunLock(self.out)
+        error = None
+        if ctx.is_main:
+            try:
+                self._prepare_folder()
+                lock.__enter__()
+                self._remove_stale_temporaries()
+                self._check_resume(self._run_record(model, attack))
+                self._merge_parts(inputs.names)
+                self._drop_retried_rows()
+            except (RunError, OSError) as exc:
+                lock.__exit__()
+                error = str(exc) if isinstance(exc, RunError) else f"cannot prepare output: {exc}"
+        error = ctx.broadcast(error)
+        if error is not None:
+            raise RunError(error)
+        try:
+            summary = self._loop_or_explain(model, attack, inputs, names, ctx)
+            shares = ctx.gather((summary.processed, summary.skipped, summary.timings))
+            ctx.barrier()
+            if ctx.is_main:
+                summary.processed = sum(p for p, _, _ in shares)
+                summary.skipped = sum(k for _, k, _ in shares)
+                summary.timings = {
+                    key: sum(t[key] for _, _, t in shares) for key in summary.timings
+                }
+                self._merge_parts(inputs.names)
+                summary.seconds = time.perf_counter() - started
+                self._write_summary(summary, model, attack, inputs)
+            ctx.barrier()
+        finally:
+            if ctx.is_main:
+                lock.__exit__()
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _loop_or_explain(self, *args) -> RunSummary:
+        try:
+            return self._loop(*args)
+        except OSError as exc:
+            where = exc.filename or self.out
+            raise RunError(
+                f"cannot write {str(where)!r}: {exc.strerror or exc}; finished images are kept, "
+                "re-run the same command to resume"
+            ) from None
+
+    def _prepare_folder(self) -> None:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             for sub in ("images", "clean"):
@@ -530,31 +621,74 @@ class AttackRun:
             raise RunError(
                 f"cannot create output folder {str(self.out)!r}: {exc.strerror}"
             ) from None
-        with RunLock(self.out):
-            self._check_resume(self._run_record(model, attack))
-            summary = self._loop(model, attack, inputs, names)
-        summary.seconds = time.perf_counter() - started
-        self._write_summary(summary, model, attack, inputs)
-        return summary
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete temporary files a killed run left behind (the lock says nobody writes)."""
+        for sub in ("", "images", "clean", "templates", ".parts"):
+            folder = self.out / sub
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+
+    @property
+    def _results_path(self) -> Path:
+        return self.out / "results.csv"
+
+    def _part_path(self, rank: int) -> Path:
+        return self.out / ".parts" / f"results.rank{rank}.csv"
+
+    def _merge_parts(self, order: list[str]) -> None:
+        """Fold per-rank rows into ``results.csv``, one row per image, in input order."""
+        parts = sorted((self.out / ".parts").glob("results.rank*.csv"))
+        rows = {r["image"]: r for r in read_results(self._results_path)}
+        for part in parts:
+            rows.update({r["image"]: r for r in read_results(part)})
+        position = {data.printable_name(name): i for i, name in enumerate(order)}
+        ordered = sorted(
+            rows.values(), key=lambda r: (position.get(r["image"], len(order)), r["image"])
+        )
+        current = list(rows.values())
+        if parts or ordered != current:
+            write_results(self._results_path, ordered)
+        for part in parts:
+            part.unlink()
+
+    def _drop_retried_rows(self) -> None:
+        """Earlier skipped rows, and rows whose images are gone, are retried: drop them."""
+        rows = read_results(self._results_path)
+        keep = [r for r in rows if self._is_done(r)]
+        if len(keep) != len(rows):
+            write_results(self._results_path, keep)
+
+    def _is_done(self, row: dict[str, str]) -> bool:
+        return (
+            row["status"] == STATUS_OK
+            and bool(row.get("output"))
+            and (self.out / row["output"]).is_file()
+            and (self.out / "clean" / Path(row["output"]).name).is_file()
+        )
 
     def _loop(
-        self, model: ImageClassifier, attack: Attack, inputs: data.InputSet, names: list[str]
+        self,
+        model: ImageClassifier,
+        attack: Attack,
+        inputs: data.InputSet,
+        names: list[str],
+        ctx: parallel.DistContext,
     ) -> RunSummary:
-        results_path = self.out / "results.csv"
-        stems = data.unique_stems(names)
-        done = {
-            r["image"]
-            for r in read_results(results_path)
-            if r["status"] == STATUS_OK
-            and (self.out / r["output"]).is_file()
-            and (self.out / "clean" / Path(r["output"]).name).is_file()
-        }
-        previous_rows = {r["image"] for r in read_results(results_path)}
-        todo = [n for n in names if n not in done]
-        if previous_rows - done:
-            # Earlier skipped rows are retried; drop them so each image has one row.
-            self._rewrite_results(results_path, keep=done)
-        summary = RunSummary(out=self.out, total=len(names), reused=len(done))
+        rows_path = self._part_path(ctx.rank) if ctx.distributed else self._results_path
+        rows_path.parent.mkdir(exist_ok=True)
+        stems = data.unique_stems(inputs.names)
+        done = {r["image"] for r in read_results(self._results_path) if self._is_done(r)}
+        pending_names = [n for n in names if data.printable_name(n) not in done]
+        todo = ctx.shard(pending_names, self.options.batch_size)
+        summary = RunSummary(
+            out=self.out,
+            total=len(names),
+            reused=len(done),
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
         timings = dict.fromkeys(
             ("load", "superpixels", "wait", "clean_forward", "attack", "encode", "evaluate"), 0.0
         )
@@ -594,7 +728,7 @@ class AttackRun:
                 timings["wait"] += time.perf_counter() - t_wait
                 rows, futures = self._process_batch(model, attack, inputs, batch, timings)
                 if pending is not None:
-                    self._commit(results_path, *pending)
+                    self._commit(rows_path, *pending)
                 pending = (futures, rows)
                 summary.processed += sum(r["status"] == STATUS_OK for r in rows)
                 summary.skipped += sum(r["status"] != STATUS_OK for r in rows)
@@ -604,7 +738,7 @@ class AttackRun:
                     self.on_batch(summary.processed + summary.skipped, len(todo))
                 t_wait = time.perf_counter()
             if pending is not None:
-                self._commit(results_path, *pending)
+                self._commit(rows_path, *pending)
         finally:
             self._writer.shutdown(wait=True)
             self._writer = None
@@ -629,21 +763,11 @@ class AttackRun:
             f.result()  # re-raises write errors (disk full, read-only folder)
         append_rows(results_path, rows)
 
-    def _rewrite_results(self, path: Path, keep: set[str]) -> None:
-        rows = [r for r in read_results(path) if r["image"] in keep]
-        buf = io.StringIO()
-        w = csv.DictWriter(
-            buf, fieldnames=RESULT_COLUMNS, lineterminator="\n", extrasaction="ignore"
-        )
-        w.writeheader()
-        w.writerows(rows)
-        data.atomic_write_text(path, buf.getvalue())
-
     def _skip_row(self, item: Item, inputs: data.InputSet) -> dict:
         reason = (item.error or "unknown error").replace("\n", " ")
-        logger.warning("skipped %r: %s", item.name, reason)
+        logger.warning("skipped %r: %s", data.printable_name(item.name), reason)
         row = dict.fromkeys(RESULT_COLUMNS, "")
-        row.update(image=item.name, status=f"skipped: {reason}")
+        row.update(image=data.printable_name(item.name), status=f"skipped: {reason}")
         if inputs.labels is not None and item.name in inputs.labels.labels:
             row["label"] = inputs.labels.labels[item.name]
         return row
@@ -750,7 +874,7 @@ class AttackRun:
             success = adv_pred[i] == targets[i].item() if cfg.targeted else adv_pred[i] != a
             m = image_metrics(it.image, adv_u8[i])
             rows[it.name] = {
-                "image": it.name,
+                "image": data.printable_name(it.name),
                 "output": f"images/{it.stem}.png",
                 "label": "" if true[i] is None else true[i],
                 "target": int(targets[i]) if targets is not None else "",

@@ -174,6 +174,7 @@ class Attack:
         self.targeted = targeted
         self.budget = budget
         self.seed = int(seed)
+        self.autocast: torch.dtype | None = None  # mixed precision for the model's passes
         self.last: AttackResult | None = None
 
     # -- the public protocol -------------------------------------------------------------------
@@ -242,7 +243,12 @@ class Attack:
 
     def objective(self, x_adv: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None):
         """The scalar to ascend: summed per-sample loss (negated towards targets)."""
-        logits = self.model(x_adv)
+        if self.autocast is None:
+            logits = self.model(x_adv)
+        else:
+            with torch.autocast(device_type=x_adv.device.type, dtype=self.autocast):
+                logits = self.model(x_adv)
+            logits = logits.float()
         if self.targeted:
             return -self.loss_fn(logits, targets).sum()
         return self.loss_fn(logits, labels).sum()

@@ -12,11 +12,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sai_attack.cli import attack
+from sai_attack.cli import attack, bench, detect
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
-COMMAND_MODULES = (attack,)
+COMMAND_MODULES = (attack, bench, detect)
 """Modules whose ``register(subparsers)`` adds their subcommands, in ``--help`` order."""
 
 

@@ -10,6 +10,7 @@ from sai_attack.cli.options import (
     add_attack_options,
     add_execution_options,
     add_model_options,
+    add_precision_options,
     int_at_least,
     positive_float,
 )
@@ -55,9 +56,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
         limit=args.limit,
         save_templates=args.save_templates,
         labels=args.labels,
+        amp=args.amp,
+        deterministic=args.deterministic,
     )
     run = AttackRun(args.input, args.out, config, options)
     summary = run.run()
+    if summary.rank != 0:
+        return summary.exit_code
     rate = "n/a" if math.isnan(summary.success_rate) else f"{100 * summary.success_rate:.1f}%"
     print(
         f"{config.method} on {config.model}: {summary.processed} attacked, "
@@ -110,6 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_attack_options(p)
     add_execution_options(p)
+    add_precision_options(p)
     p.set_defaults(func=cmd_attack)
 
     d = sub.add_parser(

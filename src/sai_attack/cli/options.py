@@ -236,3 +236,18 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
         "whole superpixels by their mean attention (the default keeps the perturbation "
         "constant inside every superpixel)",
     )
+
+
+def add_precision_options(parser: argparse.ArgumentParser) -> None:
+    """``--amp`` and ``--deterministic``."""
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="mixed precision for the attack's forward/backward passes (float16 on CUDA, "
+        "bfloat16 on CPU); clean and adversarial predictions stay in float32",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels (torch.use_deterministic_algorithms); matters on GPU",
+    )

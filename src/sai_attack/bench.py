@@ -1,0 +1,280 @@
+"""``sai-attack bench``: where the time goes, method by method, on one machine.
+
+Each method runs through the real attack pipeline (the same code as ``sai-attack attack``) on the
+same images, batch size and device, into a temporary folder. Reported per method: images/s and
+seconds per image end to end, the time split into stages, the ratio to I-FGM in the same run, and
+the attack's efficiency ``floor * T / attack time``, where the floor is the model's bare
+forward+backward pass on a batch. Peak memory (RSS, and CUDA memory on GPU) is reported for the
+whole process. torchattacks' ``PGDL2`` (same steps and budget, same model, same batches) is timed
+as an external reference for the iterative L2 baseline when torchattacks is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sai_attack import data
+from sai_attack.attacks import ATTACKS, IFGM, epsilon
+from sai_attack.models import DEFAULT_MODEL, ImageClassifier, load_model
+from sai_attack.pipeline import (
+    AttackConfig,
+    AttackRun,
+    RunOptions,
+    library_versions,
+    resolve_device,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("load", "superpixels", "wait", "clean_forward", "attack", "encode", "evaluate")
+"""Pipeline stages: decoding and resizing (worker processes), superpixel segmentation (workers),
+time the main loop waited for workers, clean prediction + CAM, attack iterations, quantising and
+PNG encoding (files are written by a background thread), prediction on the saved images."""
+
+
+@dataclass
+class BenchConfig:
+    """What to benchmark."""
+
+    input: str
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    methods: tuple[str, ...] = tuple(ATTACKS)
+    batch_size: int = 16
+    device: str = "cpu"
+    limit: int = 64
+    iters: int = 10
+    delta: float = 4.0
+    workers: int = 1
+    amp: bool = False
+    reference: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in ATTACKS]
+        if unknown:
+            raise ValueError(
+                f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ATTACKS)}"
+            )
+        if self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class MethodTiming:
+    """One method's measurements."""
+
+    method: str
+    images: int
+    seconds: float
+    images_per_s: float
+    seconds_per_image: float
+    stages: dict[str, float]
+    attack_seconds_per_image: float
+    efficiency: float
+    ratio_to_ifgm: float | None = None
+    success_rate: float | None = None
+
+
+@dataclass
+class BenchReport:
+    """Everything ``sai-attack bench`` measured."""
+
+    config: dict
+    device: str
+    threads: int
+    floor_seconds_per_batch: float
+    floor_seconds_per_image: float
+    methods: list[MethodTiming] = field(default_factory=list)
+    reference: dict | None = None
+    peak_rss_mb: float = 0.0
+    peak_cuda_mb: float | None = None
+    versions: dict = field(default_factory=dict)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_backward_floor(
+    model: ImageClassifier, batch: int, size: int, device: torch.device, reps: int = 3
+) -> float:
+    """Seconds for one bare forward+backward pass (gradient w.r.t. the input) of a batch."""
+    x = torch.rand(batch, 3, size, size, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    times = []
+    for i in range(reps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        xr = x.clone().requires_grad_(True)
+        loss = F.cross_entropy(model(xr), y, reduction="sum")
+        torch.autograd.grad(loss, xr)
+        _sync(device)
+        if i:  # the first pass warms up
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def _load_batches(
+    folder: Path, names: list[str], size: int, batch: int, device: torch.device
+) -> list[torch.Tensor]:
+    inputs = data.discover_inputs(folder)
+    images = [data.resize_center_crop(data.load_image(inputs.root / n), size) for n in names]
+    return [data.to_tensor(images[i : i + batch]).to(device) for i in range(0, len(images), batch)]
+
+
+def reference_pgdl2(
+    model: ImageClassifier,
+    batches: list[torch.Tensor],
+    delta: float,
+    steps: int,
+    device: torch.device,
+) -> dict | None:
+    """Attack-only seconds per image of our IFGM and torchattacks' PGDL2 on the same batches."""
+    try:
+        import torchattacks
+    except ImportError:
+        logger.info("torchattacks is not installed; skipping the PGDL2 reference")
+        return None
+    eps = epsilon(delta, batches[0].shape[1:])
+    ours = IFGM(model, delta=delta, steps=steps)
+    theirs = torchattacks.PGDL2(model, eps=eps, alpha=eps / steps, steps=steps, random_start=False)
+    n = sum(x.shape[0] for x in batches)
+    result: dict[str, float] = {"images": n}
+    for name, attack in (("ifgm", ours), ("torchattacks.PGDL2", theirs)):
+        total = 0.0
+        for x in batches:
+            with torch.no_grad():
+                y = model(x).argmax(1)
+            _sync(device)
+            t0 = time.perf_counter()
+            attack(x, y)
+            _sync(device)
+            total += time.perf_counter() - t0
+        result[name] = total / n
+    result["ifgm_over_pgdl2"] = result["ifgm"] / result["torchattacks.PGDL2"]
+    return result
+
+
+def run_bench(config: BenchConfig) -> BenchReport:
+    """Benchmark every method of ``config`` and return the report."""
+    device = resolve_device(config.device)
+    model = load_model(config.model, config.weights).to(device).eval()
+    size = model.input_size or 224
+    inputs = data.discover_inputs(config.input)
+    names = inputs.names[: config.limit]
+    floor = forward_backward_floor(model, config.batch_size, size, device)
+    report = BenchReport(
+        config=asdict(config),
+        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        threads=torch.get_num_threads(),
+        floor_seconds_per_batch=floor,
+        floor_seconds_per_image=floor / config.batch_size,
+        versions=library_versions(),
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with tempfile.TemporaryDirectory(prefix="sai-bench-") as tmp:
+        for method in config.methods:
+            attack_config = AttackConfig(
+                method=method, model=config.model, weights=config.weights,
+                delta=config.delta, iters=config.iters,
+            )  # fmt: skip
+            options = RunOptions(
+                batch_size=config.batch_size, device=config.device, workers=config.workers,
+                limit=config.limit, progress=False, amp=config.amp,
+            )  # fmt: skip
+            run = AttackRun(config.input, Path(tmp) / method, attack_config, options, model=model)
+            _sync(device)
+            t0 = time.perf_counter()
+            summary = run.run()
+            _sync(device)
+            seconds = time.perf_counter() - t0
+            n = max(summary.processed, 1)
+            steps = 1 if ATTACKS[method].fixed_steps == 1 else config.iters
+            attack_per_image = summary.timings["attack"] / n
+            report.methods.append(
+                MethodTiming(
+                    method=method,
+                    images=summary.processed,
+                    seconds=seconds,
+                    images_per_s=summary.processed / seconds,
+                    seconds_per_image=seconds / n,
+                    stages={k: summary.timings.get(k, 0.0) / n for k in STAGES},
+                    attack_seconds_per_image=attack_per_image,
+                    efficiency=report.floor_seconds_per_image * steps / attack_per_image
+                    if attack_per_image > 0
+                    else math.nan,
+                    success_rate=None if math.isnan(summary.success_rate) else summary.success_rate,
+                )
+            )
+            logger.info("%s: %.3f s/image", method, seconds / n)
+    base = next((m for m in report.methods if m.method == "ifgm"), None)
+    for m in report.methods:
+        m.ratio_to_ifgm = m.seconds_per_image / base.seconds_per_image if base else None
+    if config.reference:
+        batches = _load_batches(Path(config.input), names, size, config.batch_size, device)
+        report.reference = reference_pgdl2(model, batches, config.delta, config.iters, device)
+    report.peak_rss_mb = peak_rss_mb()
+    if device.type == "cuda":
+        report.peak_cuda_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    return report
+
+
+def format_report(report: BenchReport) -> str:
+    """The report as Markdown tables."""
+    c = report.config
+    lines = [
+        f"model {c['model']}, device {report.device} ({report.threads} threads), batch "
+        f"{c['batch_size']}, {c['limit']} images from {c['input']}, delta {c['delta']:g}, "
+        f"T = {c['iters']}, workers {c['workers']}{', amp' if c['amp'] else ''}",
+        f"floor (bare forward+backward): {report.floor_seconds_per_batch:.3f} s per batch, "
+        f"{report.floor_seconds_per_image * 1000:.1f} ms per image",
+        "",
+        "| method | images/s | s/image | x I-FGM | efficiency | "
+        + " | ".join(f"{s} ms" for s in STAGES)
+        + " |",
+        "| --- " * (5 + len(STAGES)) + "|",
+    ]
+    for m in report.methods:
+        ratio = f"{m.ratio_to_ifgm:.3f}" if m.ratio_to_ifgm is not None else "n/a"
+        stages = " | ".join(f"{1000 * m.stages[s]:.1f}" for s in STAGES)
+        lines.append(
+            f"| {m.method} | {m.images_per_s:.3f} | {m.seconds_per_image:.3f} | {ratio} | "
+            f"{m.efficiency:.3f} | {stages} |"
+        )
+    if report.reference:
+        r = report.reference
+        lines += [
+            "",
+            f"attack loop only, same {r['images']} images and batches: I-FGM "
+            f"{r['ifgm']:.3f} s/image, torchattacks PGDL2 {r['torchattacks.PGDL2']:.3f} s/image "
+            f"(ratio {r['ifgm_over_pgdl2']:.3f})",
+        ]
+    mem = f"peak RSS {report.peak_rss_mb:.0f} MiB"
+    if report.peak_cuda_mb is not None:
+        mem += f", peak CUDA memory {report.peak_cuda_mb:.0f} MiB"
+    lines += ["", mem]
+    return "\n".join(lines)
+
+
+def write_json(report: BenchReport, path: str | Path) -> None:
+    """Write the report as JSON."""
+    data.atomic_write_text(path, json.dumps(asdict(report), indent=2) + "\n")
