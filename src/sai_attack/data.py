@@ -164,7 +164,13 @@ def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected (B, H, W, 3) uint8 images, got shape {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div(255.0)
+    return (
+        torch.from_numpy(np.ascontiguousarray(arr))
+        .permute(0, 3, 1, 2)
+        .float()
+        .div(255.0)
+        .contiguous()
+    )
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,42 @@
+import json
+import shutil
+
+import pytest
+
+from sai_attack.bench import STAGES, BenchConfig
+from sai_attack.cli import main
+
+
+def test_bench_config_validation():
+    with pytest.raises(ValueError, match="unknown method\\(s\\) pgd; choose from fgm, ifgm"):
+        BenchConfig(input=".", methods=("pgd",))
+    with pytest.raises(ValueError, match="--limit must be >= 1, got 0"):
+        BenchConfig(input=".", limit=0)
+
+
+@pytest.mark.integration
+def test_bench_reports_every_method_with_stages(tmp_path, nips17, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in sorted((nips17 / "images").iterdir())[:3]:
+        shutil.copy(p, folder / p.name)
+    out_json = tmp_path / "bench.json"
+    args = ["bench", str(folder), "--methods", "ifgm", "sai-fgm", "--limit", "3", "--iters", "1",
+            "--batch-size", "2", "--workers", "0", "--json", str(out_json)]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| ifgm |" in printed
+    assert "| sai-fgm |" in printed
+    assert "peak RSS" in printed
+    report = json.loads(out_json.read_text())
+    assert [m["method"] for m in report["methods"]] == ["ifgm", "sai-fgm"]
+    for m in report["methods"]:
+        assert m["images"] == 3
+        assert set(m["stages"]) == set(STAGES)
+        assert m["attack_seconds_per_image"] > 0
+        assert 0 < m["efficiency"] < 2
+    assert report["methods"][0]["ratio_to_ifgm"] == 1.0
+    assert report["floor_seconds_per_batch"] > 0
+    assert report["peak_rss_mb"] > 100
+    ref = report["reference"]
+    assert ref is None or ref["ifgm_over_pgdl2"] > 0
