@@ -12,11 +12,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sai_attack.cli import attack, bench, detect
+from sai_attack.cli import attack, bench, detect, evaluate, reproduce
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
-COMMAND_MODULES = (attack, bench, detect)
+COMMAND_MODULES = (attack, evaluate, detect, reproduce, bench)
 """Modules whose ``register(subparsers)`` adds their subcommands, in ``--help`` order."""
 
 

@@ -1,0 +1,280 @@
+"""``sai-attack detect`` and ``sai-attack texture``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from sai_attack.cli.options import fraction, int_at_least
+
+
+def _open_fraction(text: str) -> float:
+    """Parse ``--train-fraction``: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--train-fraction must be a number, got {text!r}"
+        ) from None
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise argparse.ArgumentTypeError(
+            f"--train-fraction must lie strictly between 0 and 1, got {text}"
+        )
+    return value
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    from sai_attack.detection import default_cache_dir
+
+    if args.no_cache:
+        return None
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+
+def _versions() -> dict[str, str]:
+    import sealwatch
+    import sklearn
+
+    from sai_attack import __version__
+
+    return {
+        "sai_attack": __version__,
+        "sealwatch": str(getattr(sealwatch, "__version__", "")),
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """``sai-attack detect RUN_DIR [RUN_DIR ...] --out DIR``."""
+    from sai_attack.detection import (
+        DetectionOptions,
+        apply_detector,
+        detect_runs,
+        load_detector,
+        read_run,
+        write_detection_outputs,
+    )
+    from sai_attack.detection.runs import apply_report, table2_markdown, write_apply_outputs
+
+    out = Path(args.out)
+    cache = _cache_dir(args)
+    if args.apply:
+        if args.save_model:
+            raise ValueError("--save-model and --apply exclude each other")
+        detector, settings, info = load_detector(args.apply)
+        results = apply_detector(detector, settings, args.runs, args.workers, _feature_cache(cache))
+        paths = write_apply_outputs(out, str(args.apply), info, results)
+        print(apply_report(str(args.apply), info, results), end="")
+        print(f"-> {paths['md']}, {paths['csv']}, {paths['json']}")
+        return 0
+
+    options = DetectionOptions(
+        features=args.features,
+        color=args.color,
+        classifier=args.classifier,
+        splits=args.splits,
+        train_fraction=args.train_fraction,
+        seed=args.seed,
+        workers=args.workers,
+        cache_dir=cache,
+    )
+    runs = [read_run(r) for r in args.runs]
+    names = [r.name for r in runs]
+    if args.save_model and len(set(names)) != len(names):
+        raise ValueError("--save-model needs run folders with distinct names")
+    results, skipped = detect_runs(runs, options, save_dir=args.save_model)
+    paths = write_detection_outputs(out, results, options, skipped, _versions())
+    s = options.settings
+    print(
+        f"Detection accuracy (%), {s.features.upper()} {s.color} ({s.dim}-D) + {args.classifier}, "
+        f"mean ± std over {args.splits} split(s), train fraction {args.train_fraction:g}; "
+        "clean/adversarial pairs never straddle a split:"
+    )
+    print(table2_markdown(results), end="")
+    for r in results:
+        res = r.result
+        print(
+            f"  {r.run.name}: {r.run.label}, {res.n_train}/{res.n_test} train/test pairs, "
+            f"P_FA {100 * res.p_fa:.1f}%, P_MD {100 * res.p_md:.1f}%, "
+            f"features {r.extraction.computed} computed / {r.extraction.cached} cached"
+        )
+    for name, reason in skipped:
+        print(f"  skipped {name}: {reason}")
+    print(f"feature cache: {cache if cache is not None else 'disabled'}")
+    if args.save_model:
+        print(f"detectors saved to {args.save_model}/<run>.json + .npz")
+    print(f"-> {paths['md']}, {paths['csv']}, {paths['json']}")
+    return 3 if skipped else 0
+
+
+def _feature_cache(cache: Path | None):
+    from sai_attack.detection import FeatureCache
+
+    return FeatureCache(cache)
+
+
+def cmd_texture(args: argparse.Namespace) -> int:
+    """``sai-attack texture RUN_DIR [RUN_DIR ...]``."""
+    from sai_attack.detection.texture import analyze_run, texture_markdown, write_texture_outputs
+    from sai_attack.models import load_model
+    from sai_attack.pipeline import resolve_device
+
+    device = str(resolve_device(args.device))
+    model = load_model(args.model, args.weights) if args.model else None
+    reports = [
+        analyze_run(
+            run,
+            model=model,
+            phi=args.phi,
+            foreground=args.foreground,
+            device=device,
+            batch_size=args.batch_size,
+            limit=args.limit,
+        )
+        for run in args.runs
+    ]
+    print(texture_markdown(reports), end="")
+    if args.out:
+        written = write_texture_outputs(args.out, reports)
+    else:
+        written = [p for r in reports for p in write_texture_outputs(r.run.path, [r])]
+    print("-> " + ", ".join(map(str, written)))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``detect`` and ``texture`` subcommands."""
+    from sai_attack.detection.classifiers import CLASSIFIERS
+    from sai_attack.detection.features import CACHE_ENV, COLOR_MODES, FEATURE_SETS
+
+    p = sub.add_parser(
+        "detect",
+        help="steganalysis-based detection of a run's adversarial images (paper Table 2)",
+        description="Train and test one steganalysis detector per run folder (Liu et al., CVPR "
+        "2019, as used by Dong et al., CVPR 2020, Table 2): SPAM or SRM features of the 8-bit "
+        "clean/ and images/ files, an FLD ensemble (or logistic regression), clean/adversarial "
+        "pairs kept on one side of each random split. Writes DIR/detection.csv, detection.md "
+        "(Table 2 layout) and detection.json. With --apply, applies a saved detector to run "
+        "folders or image folders instead.",
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders written by 'sai-attack attack' (with --apply: run folders "
+        "or folders of images)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--features",
+        choices=FEATURE_SETS,
+        default="spam",
+        help="spam: SPAM-686 per channel (default, fast, Rust); srm: SRM-34671 per "
+        "channel (slow, ~9 s per channel of a 224x224 image)",
+    )
+    p.add_argument(
+        "--color",
+        choices=COLOR_MODES,
+        default="rgb",
+        help="rgb: R, G, B feature vectors concatenated (default); gray: luminance only",
+    )
+    p.add_argument(
+        "--classifier",
+        choices=list(CLASSIFIERS),
+        default="fld",
+        help="fld: FLD ensemble, automatic L and d_sub (Kodovsky et al. 2012; "
+        "default); logreg: logistic regression (scikit-learn)",
+    )
+    p.add_argument(
+        "--splits",
+        type=int_at_least("--splits", 1),
+        default=5,
+        help="random train/test splits (default 5)",
+    )
+    p.add_argument(
+        "--train-fraction",
+        type=_open_fraction,
+        default=0.5,
+        help="fraction of the pairs that train each detector (default 0.5)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int_at_least("--seed", 0),
+        default=0,
+        help="seed of the splits and the classifiers (default 0)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int_at_least("--workers", 0),
+        default=min(4, os.cpu_count() or 1),
+        help="feature-extraction worker processes (default: CPUs, at most 4; 0 "
+        "computes in the main process)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help=f"feature cache folder (default ${CACHE_ENV}, else "
+        "$XDG_CACHE_HOME/sai-attack, else ~/.cache/sai-attack); vectors are keyed by "
+        "the file's SHA-256 and the feature settings",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument(
+        "--save-model",
+        metavar="DIR",
+        help="also train a detector on all pairs of each run and save it as "
+        "DIR/<run>.json + DIR/<run>.npz (JSON and numpy arrays, no pickle)",
+    )
+    model.add_argument(
+        "--apply",
+        metavar="MODEL",
+        help="apply a saved detector (the .json written by --save-model) to the "
+        "folders instead of training; writes DIR/predictions.csv",
+    )
+    p.set_defaults(func=cmd_detect)
+
+    t = sub.add_parser(
+        "texture",
+        help="HILL texture of the attention foreground vs the background (paper Section 3.2)",
+        description="For each image of a run: the mean HILL cost (Li et al., ICIP 2014; larger "
+        "= smoother) of the clean image's luminance over the attention foreground and over the "
+        "background, and the share of the perturbation energy in each. The foreground is the "
+        "attention map binarised at phi, from RUN_DIR/templates when saved, else computed with "
+        "the run's model. Prints a table and writes texture.csv, texture_images.csv and "
+        "texture.md into --out, or into each run folder.",
+    )
+    t.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
+    t.add_argument("--out", metavar="DIR", help="output folder (default: each run folder)")
+    t.add_argument(
+        "--phi",
+        type=fraction,
+        default=None,
+        help="binarisation threshold (default: the run's phi, 4/12 if it has none)",
+    )
+    t.add_argument(
+        "--foreground",
+        choices=("attention", "mask"),
+        default="attention",
+        help="attention: binarised attention map (default); mask: the attack's "
+        "superpixel-aligned mask from RUN_DIR/templates",
+    )
+    t.add_argument(
+        "--model",
+        metavar="NAME",
+        default=None,
+        help="model for attention maps the run did not save (default: the run's model)",
+    )
+    t.add_argument("--weights", metavar="PATH", help="weights for --model torchvision:/timm:")
+    t.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    t.add_argument(
+        "--batch-size",
+        type=int_at_least("--batch-size", 1),
+        default=16,
+        help="images per model batch (default 16)",
+    )
+    t.add_argument(
+        "--limit", type=int_at_least("--limit", 1), help="use only the first N pairs of each run"
+    )
+    t.set_defaults(func=cmd_texture)

@@ -1,0 +1,225 @@
+"""The detection protocol: paired train/test splits, error rates and their aggregation.
+
+This follows the steganalysis practice that Liu et al. ("Detection based defense against
+adversarial examples from the steganalysis point of view", CVPR 2019) carry over to adversarial
+examples and that Dong et al. (CVPR 2020, Section 4.2, Table 2) use: one detector per attack
+configuration; the clean and the adversarial version of an image form a pair, and both stay on the
+same side of every split, so that the detector never sees the clean twin of a test image. A
+fraction of the pairs (default one half) trains, the rest tests; this is repeated over several
+seeded random splits. On the test pairs,
+
+- P_FA: the fraction of clean images flagged adversarial (false alarms),
+- P_MD: the fraction of adversarial images passed as clean (missed detections),
+- P_E = (P_FA + P_MD) / 2, the error under equal priors, and accuracy = 1 - P_E.
+
+The reported accuracy, P_FA and P_MD are means over splits; ``std`` is the sample standard
+deviation (ddof = 1) of the accuracy over splits (undefined, NaN, for a single split).
+
+Known limitation: with few pairs the split-to-split spread is large; it is reported, not hidden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from sai_attack.detection.classifiers import CLASSIFIERS, Detector, make_detector
+
+logger = logging.getLogger(__name__)
+
+MIN_PAIRS = 4
+
+
+def protocol_text(splits: int, train_fraction: float) -> str:
+    """The protocol, in one paragraph, for reports."""
+    return (
+        "One detector per attack configuration. Clean/adversarial pairs of the same image stay "
+        f"on the same side of each split; {100 * train_fraction:g}% of the pairs train the "
+        f"detector and the remaining pairs test it; repeated over {splits} seeded random "
+        "split(s). Detection accuracy = 1 - P_E with P_E = (P_FA + P_MD)/2 on the test pairs "
+        "(P_FA: clean images flagged adversarial, P_MD: adversarial images passed as clean); "
+        "accuracy, P_FA and P_MD are means over splits, std is the standard deviation (ddof=1) "
+        "of the accuracy over splits. n_train and n_test count pairs."
+    )
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 32-bit seed derived from ``seed`` and ``parts`` (stable across runs and platforms)."""
+    text = "\x00".join([str(seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def check_protocol(splits: int, train_fraction: float) -> None:
+    """Raise ValueError naming the option when ``splits`` or ``train_fraction`` is unusable."""
+    if not isinstance(splits, int) or splits < 1:
+        raise ValueError(f"--splits must be an integer >= 1, got {splits}")
+    if not (isinstance(train_fraction, float | int) and 0 < train_fraction < 1):
+        raise ValueError(
+            f"--train-fraction must lie strictly between 0 and 1, got {train_fraction}"
+        )
+
+
+def pair_split(
+    n_pairs: int, train_fraction: float, seed: int, split: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and test pairs of one split.
+
+    Args:
+        n_pairs: Number of clean/adversarial pairs (at least 4).
+        train_fraction: Fraction of pairs that train, in (0, 1); the training set is
+            ``round(train_fraction * n_pairs)`` pairs, kept within 2..n_pairs-1.
+        seed: The protocol seed.
+        split: The split index.
+
+    Returns:
+        ``(train, test)``: sorted int64 pair indices, disjoint, together ``0..n_pairs-1``. Both the
+        clean and the adversarial image of a pair go where its index goes.
+    """
+    check_protocol(1, train_fraction)
+    if n_pairs < MIN_PAIRS:
+        raise ValueError(f"need at least {MIN_PAIRS} clean/adversarial pairs, got {n_pairs}")
+    n_train = min(max(round(train_fraction * n_pairs), 2), n_pairs - 1)
+    perm = np.random.default_rng(derive_seed(seed, "split", split)).permutation(n_pairs)
+    return np.sort(perm[:n_train]), np.sort(perm[n_train:])
+
+
+def error_rates(pred_clean: np.ndarray, pred_adversarial: np.ndarray) -> tuple[float, float]:
+    """``(P_FA, P_MD)`` from 0/1 predictions (1 = adversarial) on clean and adversarial images."""
+    p_fa = float(np.mean(np.asarray(pred_clean) == 1)) if len(pred_clean) else float("nan")
+    p_md = float(np.mean(np.asarray(pred_adversarial) == 0)) if len(pred_adversarial) else math.nan
+    return p_fa, p_md
+
+
+@dataclass
+class SplitResult:
+    """One split: sizes (pairs), error rates, and the trained detector's parameters."""
+
+    split: int
+    n_train: int
+    n_test: int
+    p_fa: float
+    p_md: float
+    accuracy: float
+    seconds: float
+    detector: dict = field(default_factory=dict)
+
+
+@dataclass
+class DetectionResult:
+    """Aggregated over splits (see the module docstring for the definitions)."""
+
+    classifier: str
+    splits: list[SplitResult]
+    train_fraction: float
+    seed: int
+
+    @property
+    def accuracy(self) -> float:
+        """Mean detection accuracy 1 - P_E."""
+        return float(np.mean([s.accuracy for s in self.splits]))
+
+    @property
+    def std(self) -> float:
+        """Standard deviation (ddof=1) of the accuracy over splits; NaN for one split."""
+        acc = [s.accuracy for s in self.splits]
+        return float(np.std(acc, ddof=1)) if len(acc) > 1 else float("nan")
+
+    @property
+    def p_fa(self) -> float:
+        """Mean false-alarm rate."""
+        return float(np.mean([s.p_fa for s in self.splits]))
+
+    @property
+    def p_md(self) -> float:
+        """Mean missed-detection rate."""
+        return float(np.mean([s.p_md for s in self.splits]))
+
+    @property
+    def n_train(self) -> int:
+        """Training pairs per split."""
+        return self.splits[0].n_train
+
+    @property
+    def n_test(self) -> int:
+        """Test pairs per split."""
+        return self.splits[0].n_test
+
+    def describe(self) -> dict:
+        """JSON-ready summary with the per-split details."""
+        return {
+            "classifier": self.classifier,
+            "accuracy": self.accuracy,
+            "std": None if math.isnan(self.std) else self.std,
+            "p_fa": self.p_fa,
+            "p_md": self.p_md,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "train_fraction": self.train_fraction,
+            "seed": self.seed,
+            "splits": [asdict(s) for s in self.splits],
+        }
+
+
+def evaluate_pairs(
+    clean: np.ndarray,
+    adversarial: np.ndarray,
+    classifier: str = "fld",
+    splits: int = 5,
+    train_fraction: float = 0.5,
+    seed: int = 0,
+    classifier_options: dict | None = None,
+) -> DetectionResult:
+    """Train and test a detector on paired features over several seeded splits.
+
+    Args:
+        clean: (N, D) features of the clean images.
+        adversarial: (N, D) features of their adversarial versions; row i pairs with row i.
+        classifier: ``fld`` or ``logreg``.
+        splits: Number of random splits.
+        train_fraction: Fraction of pairs that train.
+        seed: The protocol seed (splits and the classifiers' randomness derive from it).
+        classifier_options: Keyword arguments of the detector class (e.g. ``L``, ``d_sub`` of
+            :class:`~sai_attack.detection.classifiers.FLDEnsemble`).
+
+    Returns:
+        The :class:`DetectionResult`.
+    """
+    check_protocol(splits, train_fraction)
+    if classifier not in CLASSIFIERS:
+        raise ValueError(
+            f"--classifier must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}"
+        )
+    clean, adversarial = np.asarray(clean), np.asarray(adversarial)
+    if clean.ndim != 2 or clean.shape != adversarial.shape:
+        raise ValueError(
+            f"clean and adversarial features must both be (N, D) with the same shape, got "
+            f"{clean.shape} and {adversarial.shape}"
+        )
+    results = []
+    for k in range(splits):
+        train, test = pair_split(len(clean), train_fraction, seed, k)
+        t0 = time.perf_counter()
+        det: Detector = make_detector(classifier, **(classifier_options or {})).fit(
+            clean[train], adversarial[train], seed=derive_seed(seed, "classifier", k)
+        )
+        p_fa, p_md = error_rates(det.predict(clean[test]), det.predict(adversarial[test]))
+        params = {key: v for key, v in det.params().items() if key in ("L", "d_sub", "oob_error")}
+        results.append(
+            SplitResult(
+                split=k,
+                n_train=len(train),
+                n_test=len(test),
+                p_fa=p_fa,
+                p_md=p_md,
+                accuracy=1.0 - 0.5 * (p_fa + p_md),
+                seconds=round(time.perf_counter() - t0, 3),
+                detector=params,
+            )
+        )
+        logger.debug("split %d: P_FA %.3f, P_MD %.3f, %s", k, p_fa, p_md, params)
+    return DetectionResult(classifier, results, float(train_fraction), int(seed))

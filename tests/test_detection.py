@@ -1,0 +1,615 @@
+"""Steganalysis features, FLD / logreg detectors, the paired protocol, `sai-attack detect`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import sealwatch as sw
+from PIL import Image
+from scipy.ndimage import zoom
+
+from conftest import make_tiny_model
+from sai_attack import data
+from sai_attack.cli import main
+from sai_attack.detection import (
+    FeatureCache,
+    FeatureExtractor,
+    FeatureSettings,
+    FLDEnsemble,
+    LogisticDetector,
+    evaluate_pairs,
+    extract_files,
+    extract_image,
+    load_detector,
+    pair_split,
+    read_run,
+    save_detector,
+)
+from sai_attack.detection import classifiers as clf_module
+from sai_attack.detection import features as feat_module
+from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
+
+SAMPLE = Path(data.__file__).parent / "samples" / "0ed355357757528d.png"
+
+# SPAM-686 of the red channel of SAMPLE, from sealwatch's Python reference implementation
+# (sealwatch 2025.9): entries 0, 1, 171, 342, 343, 500, 685, the sum and the L2 norm.
+SPAM_RED_INDEX = [0, 1, 171, 342, 343, 500, 685]
+SPAM_RED_VALUES = [
+    0.05896061194974239, 0.00542630841543885, 0.00397722136852572, 0.05896061194974239,
+    0.0595895726807889, 0.00092163531775018, 0.0595895726807889,
+]  # fmt: skip
+SPAM_RED_SUM, SPAM_RED_NORM = 1.9999999999999998, 0.21650110084684518
+# SRM-34671 of the luminance of SAMPLE[:24, :24]: first five entries, sum and norm.
+SRM_CROP_FIRST = [0.33732057, 0.09090909, 0.08133972, 0.055023924, 0.2799043]
+SRM_CROP_SUM, SRM_CROP_NORM = 424.00000726029975, 7.323378464461536
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic images
+# --------------------------------------------------------------------------------------------
+
+
+def smooth_image(rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """A smooth random colour image with mild sensor-like noise, (size, size, 3) uint8."""
+    low = rng.uniform(50, 205, (size // 8, size // 8, 3))
+    img = zoom(low, (8, 8, 1), order=1) + rng.normal(0, 2.0, (size, size, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def plus_minus_one(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Strong i.i.d. +-1 noise on every pixel and channel."""
+    noise = rng.choice(np.array([-1, 1]), size=image.shape)
+    return np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def synthetic_features():
+    """Gray SPAM of 40 clean images, their +-1 noisy versions, and 40 other clean images."""
+    rng = np.random.default_rng(1234)
+    settings = FeatureSettings("spam", "gray")
+    clean = [smooth_image(rng) for _ in range(40)]
+    noisy = [plus_minus_one(rng, im) for im in clean]
+    other = [smooth_image(rng) for _ in range(40)]
+
+    def feats(images):
+        return np.stack([extract_image(im, settings) for im in images])
+
+    return feats(clean), feats(noisy), feats(other)
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"features": "lbp"}, "--features must be one of spam, srm, got 'lbp'"),
+        ({"color": "yuv"}, "--color must be one of rgb, gray, got 'yuv'"),
+    ],
+)
+def test_feature_settings_reject_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureSettings(**kwargs)
+
+
+def test_spam_shapes_and_dtypes():
+    image = smooth_image(np.random.default_rng(0), 32)
+    rgb = extract_image(image, FeatureSettings("spam", "rgb"))
+    gray = extract_image(image, FeatureSettings("spam", "gray"))
+    assert rgb.shape == (2058,)
+    assert gray.shape == (686,)
+    assert rgb.dtype == gray.dtype == np.float64
+    # Each channel's SPAM has two sub-models that are each a probability distribution.
+    np.testing.assert_allclose(rgb.reshape(3, 686).sum(axis=1), 2.0, rtol=1e-12)
+    assert FeatureSettings("srm", "rgb").dim == 3 * 34671
+
+
+def test_spam_agrees_with_sealwatch_and_stored_reference():
+    image = data.load_image(SAMPLE)
+    rgb = extract_image(image, FeatureSettings("spam", "rgb"))
+    with sw.BACKEND_PYTHON:
+        reference = np.concatenate(
+            [sw.tools.flatten(sw.spam.extract(image[..., c])) for c in range(3)]
+        )
+    np.testing.assert_allclose(rgb, reference, rtol=1e-10, atol=1e-15)
+    red = rgb[:686]
+    np.testing.assert_allclose(red[SPAM_RED_INDEX], SPAM_RED_VALUES, rtol=1e-12)
+    np.testing.assert_allclose(red.sum(), SPAM_RED_SUM, rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(red), SPAM_RED_NORM, rtol=1e-12)
+    # The channels are not interchangeable: G and B give other vectors.
+    assert not np.allclose(rgb[:686], rgb[686:1372])
+
+
+def test_gray_is_pillow_luminance_and_gray_images_repeat_channels():
+    image = data.load_image(SAMPLE)[:64, :64]
+    gray = extract_image(image, FeatureSettings("spam", "gray"))
+    lum = np.asarray(Image.fromarray(image).convert("L"))
+    np.testing.assert_array_equal(feat_module.luminance(image), lum)
+    with sw.BACKEND_RUST:
+        expected = sw.tools.flatten(sw.spam.extract(lum))
+    np.testing.assert_allclose(gray, expected, rtol=0, atol=0)
+    # A gray image stored as RGB: the rgb vector is the gray vector three times.
+    tri = np.repeat(lum[..., None], 3, axis=2)
+    np.testing.assert_array_equal(
+        extract_image(tri, FeatureSettings("spam", "rgb")), np.tile(gray, 3)
+    )
+
+
+def test_srm_on_small_crop_agrees_with_sealwatch_and_reference():
+    crop = data.load_image(SAMPLE)[:24, :24]
+    vec = extract_image(crop, FeatureSettings("srm", "gray"))
+    assert vec.shape == (34671,)
+    assert vec.dtype == np.float32
+    expected = sw.tools.flatten(sw.srm.extract(feat_module.luminance(crop)))
+    np.testing.assert_array_equal(vec, expected)
+    np.testing.assert_allclose(vec[:5], SRM_CROP_FIRST, rtol=1e-6)
+    np.testing.assert_allclose(vec.sum(dtype=np.float64), SRM_CROP_SUM, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vec.astype(np.float64)), SRM_CROP_NORM, rtol=1e-6)
+
+
+def test_srm_rgb_concatenates_channels():
+    crop = data.load_image(SAMPLE)[:12, :12]
+    vec = extract_image(crop, FeatureSettings("srm", "rgb"))
+    assert vec.shape == (3 * 34671,)
+    blue = sw.tools.flatten(sw.srm.extract(crop[..., 2]))
+    np.testing.assert_array_equal(vec[2 * 34671 :], blue)
+
+
+def test_tiny_or_malformed_images_are_rejected():
+    with pytest.raises(
+        ValueError, match="image is 7x9 pixels; steganalysis features need at least"
+    ):
+        extract_image(np.zeros((9, 7, 3), np.uint8), FeatureSettings())
+    with pytest.raises(ValueError, match="expected an"):
+        extract_image(np.zeros((16, 16), np.uint8), FeatureSettings())
+
+
+def _write_images(folder: Path, n: int, seed: int = 0, size: int = 32) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"im{i:02d}.png"
+        data.save_png(path, smooth_image(rng, size))
+        paths.append(path)
+    return paths
+
+
+def test_cache_hits_do_not_recompute(tmp_path, monkeypatch):
+    paths = _write_images(tmp_path / "imgs", 4)
+    calls = []
+    real = feat_module.extract_image
+
+    def counting(image, settings):
+        calls.append(settings)
+        return real(image, settings)
+
+    monkeypatch.setattr(feat_module, "extract_image", counting)
+    cache = FeatureCache(tmp_path / "cache")
+    settings = FeatureSettings("spam", "rgb")
+    first, s1 = extract_files(paths, settings, cache=cache)
+    assert (len(calls), s1.computed, s1.cached) == (4, 4, 0)
+    second, s2 = extract_files(paths, settings, cache=cache)
+    assert (len(calls), s2.computed, s2.cached) == (4, 0, 4)
+    np.testing.assert_array_equal(first, second)
+    # Keyed by content: a copy under another name is a hit.
+    copy = tmp_path / "copy.png"
+    shutil.copy(paths[0], copy)
+    third, s3 = extract_files([copy], settings, cache=cache)
+    assert (len(calls), s3.cached) == (4, 1)
+    np.testing.assert_array_equal(third[0], first[0])
+    # Keyed by settings: gray is computed anew.
+    extract_files(paths[:1], FeatureSettings("spam", "gray"), cache=cache)
+    assert len(calls) == 5
+    # Stored where documented, as plain .npy files.
+    digest = __import__("hashlib").sha256(paths[1].read_bytes()).hexdigest()
+    stored = cache.path(digest, settings)
+    assert stored == tmp_path / "cache" / "features" / settings.key() / digest[:2] / f"{digest}.npy"
+    np.testing.assert_array_equal(np.load(stored, allow_pickle=False), first[1])
+    # A damaged entry is recomputed (and rewritten).
+    stored.write_bytes(b"garbage")
+    again, s4 = extract_files(paths[1:2], settings, cache=cache)
+    assert (s4.computed, len(calls)) == (1, 6)
+    np.testing.assert_array_equal(again[0], first[1])
+    # No cache: always computed.
+    extract_files(paths[:2], settings, cache=None)
+    assert len(calls) == 8
+
+
+def test_cache_writes_go_through_atomic_write(tmp_path, monkeypatch):
+    paths = _write_images(tmp_path / "imgs", 2)
+    written = []
+    real = data.atomic_write_bytes
+
+    def recording(path, payload):
+        written.append(Path(path))
+        real(path, payload)
+
+    monkeypatch.setattr(feat_module.data, "atomic_write_bytes", recording)
+    extract_files(paths, FeatureSettings(), cache=FeatureCache(tmp_path / "c"))
+    assert len(written) == 2
+    assert all(p.suffix == ".npy" and p.is_file() for p in written)
+
+
+def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAI_ATTACK_CACHE", str(tmp_path / "explicit"))
+    assert feat_module.default_cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("SAI_ATTACK_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert feat_module.default_cache_dir() == tmp_path / "xdg" / "sai-attack"
+
+
+def test_worker_processes_give_the_serial_result(tmp_path, monkeypatch):
+    paths = _write_images(tmp_path / "imgs", 6)
+    monkeypatch.setitem(feat_module._MIN_PARALLEL, "spam", 2)
+    settings = FeatureSettings("spam", "rgb")
+    serial, _ = extract_files(paths, settings, workers=0)
+    with FeatureExtractor(settings, workers=2, cache=FeatureCache(tmp_path / "c")) as fx:
+        parallel, stats = fx.extract(paths)
+        assert fx._pool is not None  # really ran in workers
+        cached, stats2 = fx.extract(paths)
+    np.testing.assert_array_equal(parallel, serial)
+    np.testing.assert_array_equal(cached, serial)
+    assert (stats.computed, stats2.cached) == (6, 6)
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(data.ImageLoadError, match=r"bad\.png: not a recognised image format"):
+        extract_files([bad], FeatureSettings())
+
+
+# --------------------------------------------------------------------------------------------
+# Protocol
+# --------------------------------------------------------------------------------------------
+
+
+def test_pair_split_is_a_seeded_partition():
+    train, test = pair_split(10, 0.5, seed=3, split=0)
+    assert len(train) == 5
+    assert len(test) == 5
+    assert sorted([*train, *test]) == list(range(10))
+    again = pair_split(10, 0.5, seed=3, split=0)
+    np.testing.assert_array_equal(train, again[0])
+    assert not np.array_equal(train, pair_split(10, 0.5, seed=3, split=1)[0])
+    assert len(pair_split(10, 0.8, 0, 0)[0]) == 8
+    assert len(pair_split(4, 0.01, 0, 0)[0]) == 2  # at least 2 training pairs
+    assert len(pair_split(4, 0.99, 0, 0)[1]) == 1  # at least 1 test pair
+    with pytest.raises(ValueError, match="need at least 4 clean/adversarial pairs, got 3"):
+        pair_split(3, 0.5, 0, 0)
+    with pytest.raises(ValueError, match="--train-fraction must lie strictly between 0 and 1"):
+        pair_split(10, 1.0, 0, 0)
+
+
+class _RecordingDetector(clf_module.Detector):
+    """Remembers which pair ids (column 0) it trained and predicted on."""
+
+    name = "recording"
+    log: ClassVar[list] = []
+
+    def fit(self, clean, adversarial, seed=0):
+        self.dim = clean.shape[1]
+        self.log.append(("fit", clean[:, 0].copy(), adversarial[:, 0].copy()))
+        return self
+
+    def decision_function(self, features):
+        self.log.append(("predict", features[:, 0].copy()))
+        return np.where(features[:, 1] > 0, 1.0, -1.0)
+
+
+def test_evaluate_pairs_keeps_pairs_on_one_side(monkeypatch):
+    monkeypatch.setitem(clf_module.CLASSIFIERS, "recording", _RecordingDetector)
+    _RecordingDetector.log = []
+    n = 12
+    ids = np.arange(n, dtype=float)
+    clean = np.stack([ids, -np.ones(n)], axis=1)  # column 1 < 0: a perfect detector says clean
+    adversarial = np.stack([ids, np.ones(n)], axis=1)
+    result = evaluate_pairs(clean, adversarial, "recording", splits=3, seed=5)
+    fits = [e for e in _RecordingDetector.log if e[0] == "fit"]
+    predicts = [e[1] for e in _RecordingDetector.log if e[0] == "predict"]
+    assert len(fits) == 3
+    for k, (_, c_ids, a_ids) in enumerate(fits):
+        np.testing.assert_array_equal(c_ids, a_ids)  # same pairs on the training side
+        test_clean, test_adv = predicts[2 * k], predicts[2 * k + 1]
+        np.testing.assert_array_equal(test_clean, test_adv)
+        assert not set(c_ids) & set(test_clean)  # no pair on both sides
+        assert sorted([*c_ids, *test_clean]) == list(range(n))
+    assert result.accuracy == 1.0
+    assert result.p_fa == 0.0
+    assert result.p_md == 0.0
+    assert result.std == 0.0
+    assert (result.n_train, result.n_test) == (6, 6)
+
+
+def test_error_rates_and_accuracy_definition(monkeypatch):
+    # A detector that flags everything: P_FA = 1, P_MD = 0, accuracy = 0.5.
+    monkeypatch.setitem(clf_module.CLASSIFIERS, "recording", _RecordingDetector)
+    clean = np.stack([np.arange(8.0), np.ones(8)], axis=1)
+    result = evaluate_pairs(clean, clean.copy(), "recording", splits=2)
+    assert (result.p_fa, result.p_md, result.accuracy) == (1.0, 0.0, 0.5)
+    with pytest.raises(ValueError, match="--splits must be an integer >= 1, got 0"):
+        evaluate_pairs(clean, clean, "recording", splits=0)
+    with pytest.raises(ValueError, match="--classifier must be one of fld, logreg"):
+        evaluate_pairs(clean, clean, "svm")
+    with pytest.raises(ValueError, match="same shape"):
+        evaluate_pairs(clean, clean[:5], "recording")
+
+
+# --------------------------------------------------------------------------------------------
+# Detectors: known answers
+# --------------------------------------------------------------------------------------------
+
+
+def test_fld_detects_strong_pm1_noise(synthetic_features):
+    clean, noisy, _ = synthetic_features
+    result = evaluate_pairs(clean, noisy, "fld", splits=2, seed=0)
+    assert result.accuracy > 0.9
+    assert result.p_fa < 0.15
+    assert result.p_md < 0.15
+    for s in result.splits:
+        assert s.detector["L"] >= 1
+        assert s.detector["d_sub"] >= 1
+
+
+def test_clean_vs_clean_is_chance(synthetic_features):
+    clean, _, other = synthetic_features
+    fld = evaluate_pairs(
+        clean, other, "fld", splits=3, seed=0, classifier_options={"L": 31, "d_sub": 100}
+    )
+    logreg = evaluate_pairs(clean, other, "logreg", splits=3, seed=0)
+    assert abs(fld.accuracy - 0.5) < 0.15
+    assert abs(logreg.accuracy - 0.5) < 0.15
+    noisy_lr = evaluate_pairs(clean, synthetic_features[1], "logreg", splits=3, seed=0)
+    assert noisy_lr.accuracy > 0.9
+
+
+def test_fld_predictions_agree_with_sealwatch(synthetic_features):
+    clean, noisy, other = synthetic_features
+    # Few, even L makes voting ties likely; ties must be broken exactly as sealwatch does.
+    det = FLDEnsemble(L=6, d_sub=40).fit(clean[:20], noisy[:20], seed=7)
+    ensemble, kept = det._sealwatch
+    x = np.concatenate([clean[20:], noisy[20:], other])
+    expected = ensemble.predict(x[:, kept])
+    np.testing.assert_array_equal(2 * det.predict(x) - 1, expected)
+    votes = det.votes(x)
+    assert (votes == 0).any(), "the test should exercise ties"
+    assert det.num_learners == 6
+    assert det.d_sub == 40
+    assert det.subspaces.max() < clean.shape[1]
+
+
+def test_fld_drops_constant_columns_only(synthetic_features):
+    clean, noisy, _ = synthetic_features
+    const = np.zeros((40, 5))
+    det = FLDEnsemble(L=5, d_sub=20).fit(
+        np.hstack([const, clean])[:16], np.hstack([const, noisy])[:16], seed=1
+    )
+    assert det.dim == 686 + 5
+    assert det.subspaces.min() >= 5  # the five constant columns are never used
+
+
+def test_logreg_agrees_with_sklearn(synthetic_features):
+    clean, noisy, other = synthetic_features
+    det = LogisticDetector().fit(clean[:20], noisy[:20])
+    scaler, model = det._sklearn
+    x = np.concatenate([clean[20:], noisy[20:], other])
+    np.testing.assert_array_equal(det.predict(x), model.predict(scaler.transform(x)))
+    np.testing.assert_allclose(
+        det.decision_function(x), model.decision_function(scaler.transform(x)), rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize("name", ["fld", "logreg"])
+def test_saved_detector_reloads_with_identical_predictions(tmp_path, synthetic_features, name):
+    clean, noisy, other = synthetic_features
+    det = (FLDEnsemble(L=9, d_sub=50) if name == "fld" else LogisticDetector()).fit(
+        clean[:20], noisy[:20], seed=3
+    )
+    settings = FeatureSettings("spam", "gray")
+    json_path, npz_path = save_detector(tmp_path / "det", det, settings, {"run": "r"})
+    assert json_path.name == "det.json"
+    assert npz_path.name == "det.npz"
+    loaded, loaded_settings, info = load_detector(json_path)
+    x = np.concatenate([clean, noisy, other])
+    np.testing.assert_array_equal(loaded.predict(x), det.predict(x))
+    np.testing.assert_array_equal(loaded.decision_function(x), det.decision_function(x))
+    assert loaded_settings == settings
+    assert info == {"run": "r"}
+    record = json.loads(json_path.read_text())
+    assert record["classifier"] == name
+    assert record["features"]["dim"] == 686
+    # The arrays are plain numeric arrays, readable without pickle.
+    with np.load(npz_path, allow_pickle=False) as npz:
+        assert all(npz[k].dtype.kind in "iuf" for k in npz.files)
+
+
+def test_load_detector_refuses_tampered_or_pickled_files(tmp_path, synthetic_features):
+    clean, noisy, _ = synthetic_features
+    det = LogisticDetector().fit(clean[:10], noisy[:10])
+    json_path, npz_path = save_detector(tmp_path / "d.json", det, FeatureSettings("spam", "gray"))
+    original = npz_path.read_bytes()
+    # An object array (which would need pickle) in place of the arrays.
+    np.savez(npz_path, mean=np.array([{"x": 1}], dtype=object), scale=det.scale, coef=det.coef)
+    with pytest.raises(ValueError, match="sha256 differs"):
+        load_detector(json_path)
+    record = json.loads(json_path.read_text())
+    record["arrays"]["sha256"] = __import__("hashlib").sha256(npz_path.read_bytes()).hexdigest()
+    json_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="not a valid npz file|non-numeric"):
+        load_detector(json_path)
+    npz_path.write_bytes(original)
+    record["arrays"]["file"] = "../elsewhere.npz"
+    json_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="bad arrays file name"):
+        load_detector(json_path)
+    json_path.write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="is not a saved detector"):
+        load_detector(json_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_detector(tmp_path / "missing.json")
+
+
+# --------------------------------------------------------------------------------------------
+# Run folders and the CLI
+# --------------------------------------------------------------------------------------------
+
+
+def _input_folder(root: Path, n: int) -> Path:
+    folder = root / "in"
+    rng = np.random.default_rng(99)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        data.save_png(folder / f"img{i:02d}.png", smooth_image(rng, 32))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two real run folders (tiny model, 32 x 32): I-FGM and SAI-FGM (with templates)."""
+    root = tmp_path_factory.mktemp("runs")
+    inputs = _input_folder(root, 12)
+    model = make_tiny_model()
+    runs = {}
+    for name, method in [("ifgm-d8", "ifgm"), ("sai-d8", "sai-fgm")]:
+        cfg = AttackConfig(method=method, model="tiny", delta=8, image_size=32, iters=3)
+        opts = RunOptions(workers=0, batch_size=12, save_templates=True)
+        AttackRun(inputs, root / name, cfg, opts, model=model).run()
+        runs[name] = root / name
+    return runs
+
+
+def test_read_run_pairs_by_output_and_skips_bad_rows(tiny_runs, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_runs["sai-d8"], run_dir)
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    rows[0]["status"] = "skipped: broken"
+    (run_dir / rows[1]["output"]).unlink()
+    with (run_dir / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    run = read_run(run_dir)
+    assert len(run) == 10
+    assert run.method == "sai-fgm"
+    assert run.delta == 8
+    assert run.merge_beta == 0
+    assert run.label == "SAI-FGM (β=0)"
+    for stem, c, a in zip(run.stems, run.clean, run.adversarial, strict=True):
+        assert c == run_dir / "clean" / f"{stem}.png"
+        assert a == run_dir / "images" / f"{stem}.png"
+    assert rows[0]["output"] not in {f"images/{s}.png" for s in run.stems}
+
+
+def test_cli_detect_writes_table2_outputs(tiny_runs, tmp_path, capsys):
+    out = tmp_path / "det"
+    runs = [str(tiny_runs["ifgm-d8"]), str(tiny_runs["sai-d8"])]
+    code = main(
+        ["detect", *runs, "--out", str(out), "--classifier", "logreg", "--splits", "3",
+         "--workers", "0", "--cache-dir", str(tmp_path / "cache"),
+         "--save-model", str(tmp_path / "models")]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| Generation method | δ = 8 |" in printed
+    rows = list(csv.DictReader((out / "detection.csv").open()))
+    assert [r["run"] for r in rows] == ["ifgm-d8", "sai-d8"]
+    assert list(rows[0])[:11] == [
+        "run", "method", "delta", "delta_eff", "features", "n_train", "n_test", "accuracy",
+        "std", "p_fa", "p_md",
+    ]  # fmt: skip
+    for r in rows:
+        assert (r["delta"], r["features"], r["n_train"], r["n_test"]) == ("8", "spam", "6", "6")
+        acc, p_fa, p_md = float(r["accuracy"]), float(r["p_fa"]), float(r["p_md"])
+        assert acc == pytest.approx(1 - (p_fa + p_md) / 2, abs=1e-4)
+        assert float(r["delta_eff"]) > 0
+    md = (out / "detection.md").read_text()
+    lines = md.splitlines()
+    header = lines.index("| Generation method | δ = 8 |")
+    assert lines[header + 2].startswith("| I-FGM | ")
+    assert lines[header + 3].startswith("| SAI-FGM (β=0) | ")
+    assert "pairs of the same image stay on the same side" in md
+    record = json.loads((out / "detection.json").read_text())
+    assert record["settings"]["classifier"] == "logreg"
+    assert record["settings"]["dim"] == 2058
+    assert len(record["runs"][0]["detection"]["splits"]) == 3
+    assert record["feature_extraction"]["images"] == 48
+    # Clean images are identical across the two runs: the second run reads them from the cache.
+    assert record["runs"][1]["features"]["cached"] == 12
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "ifgm-d8.json", "ifgm-d8.npz", "sai-d8.json", "sai-d8.npz",
+    ]  # fmt: skip
+
+    # Apply the saved I-FGM detector to the SAI run and to a plain image folder.
+    applied = tmp_path / "applied"
+    code = main(
+        ["detect", runs[1], str(tiny_runs["sai-d8"] / "clean"), "--out", str(applied),
+         "--apply", str(tmp_path / "models" / "ifgm-d8.json"), "--workers", "0", "--no-cache"]
+    )  # fmt: skip
+    assert code == 0
+    preds = list(csv.DictReader((applied / "predictions.csv").open()))
+    assert len(preds) == 12 * 2 + 12
+    assert {p["kind"] for p in preds} == {"clean", "adversarial", "unknown"}
+    assert all(
+        p["predicted"] == ("adversarial" if float(p["score"]) > 0 else "clean") for p in preds
+    )
+    summary = json.loads((applied / "detection.json").read_text())
+    assert summary["folders"][0]["is_run"]
+    assert not summary["folders"][1]["is_run"]
+    assert summary["model_info"]["run"] == "ifgm-d8"
+
+
+def test_cli_detect_fld_default_on_tiny_run(tiny_runs, tmp_path):
+    out = tmp_path / "fld"
+    code = main(
+        ["detect", str(tiny_runs["ifgm-d8"]), "--out", str(out), "--splits", "1",
+         "--color", "gray", "--workers", "0", "--no-cache"]
+    )  # fmt: skip
+    assert code == 0
+    row = next(csv.DictReader((out / "detection.csv").open()))
+    assert (row["classifier"], row["color"], row["std"]) == ("fld", "gray", "")
+    split = json.loads((out / "detection.json").read_text())["runs"][0]["detection"]["splits"][0]
+    assert split["detector"]["L"] >= 1
+
+
+def test_cli_detect_skips_runs_with_too_few_pairs(tiny_runs, tmp_path, capsys):
+    small = tmp_path / "small"
+    shutil.copytree(tiny_runs["ifgm-d8"], small)
+    lines = (small / "results.csv").read_text().splitlines(keepends=True)
+    (small / "results.csv").write_text("".join(lines[:4]))
+    code = main(
+        ["detect", str(small), str(tiny_runs["ifgm-d8"]), "--out", str(tmp_path / "o"),
+         "--classifier", "logreg", "--splits", "1", "--workers", "0", "--no-cache"]
+    )  # fmt: skip
+    assert code == 3
+    assert "skipped small: only 3 clean/adversarial pairs (need 4)" in capsys.readouterr().out
+    assert "## Skipped" in (tmp_path / "o" / "detection.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--splits", "0"], "--splits must be >= 1, got 0"),
+        (["--train-fraction", "1"], "--train-fraction must lie strictly between 0 and 1, got 1"),
+        (["--features", "lbp"], "invalid choice: 'lbp'"),
+        (["--classifier", "svm"], "invalid choice: 'svm'"),
+    ],
+)
+def test_cli_detect_bad_options_exit_2(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["detect", str(tmp_path), "--out", str(tmp_path / "o"), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_detect_not_a_run_folder_exit_2(tmp_path, capsys):
+    assert main(["detect", str(tmp_path), "--out", str(tmp_path / "o"), "--no-cache"]) == 2
+    assert "is not a run folder (no results.csv)" in capsys.readouterr().err
