@@ -79,3 +79,33 @@ def test_two_process_gloo_run_matches_single_process(tmp_path, nips17):
         assert s1[key] == s2[key]
     assert not (two / ".parts").exists() or not any((two / ".parts").iterdir())
     assert not (two / ".lock").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_process_evaluate_and_detect_match_single_process(tmp_path, nips17):
+    folder = _make_input(tmp_path, nips17)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    attack = [sys.executable, "-m", "sai_attack", "attack", str(folder), "--out", str(run),
+              "--iters", "1", "--method", "ifgm", "--workers", "0"]  # fmt: skip
+    assert _run(attack, env).returncode == 3
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2", "-m", "sai_attack"]  # fmt: skip
+    evaluate = ["evaluate", str(run), "--defenses", "none", "jpeg:55", "tvm", "--batch-size", "2",
+                "--workers", "0"]  # fmt: skip
+    detect = ["detect", str(run), "--classifier", "logreg", "--splits", "2", "--workers", "0"]
+    for name, args in (("evaluate", evaluate), ("detect", detect)):
+        extra = {
+            k: ["--cache-dir", str(tmp_path / f"c{k}")] if name == "detect" else [] for k in (1, 2)
+        }
+        single = [sys.executable, "-m", "sai_attack", *args, *extra[1]]
+        one = _run([*single, "--out", str(tmp_path / f"{name}1")], env)
+        assert one.returncode == 0, one.stderr[-2000:]
+        two = _run([*torchrun, *args, *extra[2], "--out", str(tmp_path / f"{name}2")], env)
+        assert two.returncode == 0, two.stderr[-3000:]
+        csv_name = f"{'evaluation' if name == 'evaluate' else 'detection'}.csv"
+        a = (tmp_path / f"{name}1" / csv_name).read_text()
+        b = (tmp_path / f"{name}2" / csv_name).read_text()
+        assert a == b
+        assert a.count("\n") > 1

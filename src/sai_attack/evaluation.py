@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from sai_attack import data
+from sai_attack import data, parallel
 from sai_attack.defenses import Defense, NoDefense, parse_defenses
 from sai_attack.models import load_target, split_target_spec
 from sai_attack.pipeline import (
@@ -393,14 +393,16 @@ class _Pair:
 class _PairDataset(Dataset):
     """Decodes the clean and adversarial PNG of every item (in worker processes)."""
 
-    def __init__(self, folder: Path, items: Sequence[RunItem]) -> None:
+    def __init__(self, folder: Path, items: Sequence[RunItem], indices: Sequence[int]) -> None:
         self.folder = folder
         self.items = list(items)
+        self.indices = list(indices)  # the share of the items this process evaluates
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> _Pair:
+    def __getitem__(self, position: int) -> _Pair:
+        index = self.indices[position]
         item = self.items[index]
         try:
             clean = data.load_image(self.folder / "clean" / f"{item.stem}.png")
@@ -472,8 +474,12 @@ def evaluate(
     workers: int = 0,
     seed: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
+    ctx: parallel.DistContext | None = None,
 ) -> Evaluation:
     """Measure success rates for every (run, model, defense).
+
+    Under ``torchrun`` (``ctx`` distributed) every rank evaluates its share of each run's images
+    and the predictions are gathered, so every rank ends with the same complete result.
 
     Args:
         runs: Run folders (:func:`load_runs`).
@@ -484,11 +490,13 @@ def evaluate(
         workers: Processes decoding PNG files (0: in this process).
         seed: Seed of randomised defenses; image i's seed is ``image_seed(seed, name)``.
         on_batch: Called with (images done, images total) after every batch.
+        ctx: The distributed context (default: from the environment, single process).
 
     Returns:
         The :class:`Evaluation`.
     """
     started = time.perf_counter()
+    ctx = ctx or parallel.DistContext()
     if batch_size < 1:
         raise ValueError(f"--batch-size must be an integer >= 1, got {batch_size}")
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
@@ -504,11 +512,12 @@ def evaluate(
     for run in runs:
         # records[(image index, target name, defense spec)] = (clean_pred, adv_pred)
         records: dict[tuple[int, str, str], tuple[int, int]] = {}
+        mine = ctx.shard(list(range(len(run.items))), batch_size)
         loader = DataLoader(
-            _PairDataset(run.path, run.items),
+            _PairDataset(run.path, run.items, mine),
             batch_size=batch_size,
             shuffle=False,
-            num_workers=workers if len(run.items) > batch_size else 0,
+            num_workers=workers if len(mine) > batch_size else 0,
             collate_fn=_collate,
         )
         for batch in loader:
@@ -523,6 +532,8 @@ def evaluate(
             done += len(batch)
             if on_batch is not None:
                 on_batch(done, total)
+        if ctx.distributed:
+            records = {k: v for part in ctx.gather(records) for k, v in part.items()}
         _collect(run, result, records)
     result.seconds = time.perf_counter() - started
     return result
@@ -626,7 +637,7 @@ def evaluate_folders(
     seed: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
-    """Load runs, models and defenses, then :func:`evaluate`.
+    """Load runs, models and defenses, then :func:`evaluate` (sharded under ``torchrun``).
 
     Every argument is checked before any model is loaded or image decoded.
 
@@ -647,12 +658,14 @@ def evaluate_folders(
     """
     chosen = parse_defenses(defenses)
     dev = resolve_device(device)
+    ctx = parallel.context(dev)
+    dev = ctx.device(dev)
     runs = load_runs(run_dirs)
     if isinstance(models, Mapping):
         targets = [Target(name=n, spec=n, model=m) for n, m in models.items()]
     else:
         targets = load_targets(models, runs, dev, label_offset)
-    return evaluate(runs, targets, chosen, batch_size, dev, workers, seed, on_batch)
+    return evaluate(runs, targets, chosen, batch_size, dev, workers, seed, on_batch, ctx)
 
 
 # --------------------------------------------------------------------------------------------

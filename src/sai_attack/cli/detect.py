@@ -46,6 +46,28 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _distributed_features(runs: list, options) -> bool:
+    """Under torchrun, every rank extracts its share of the features into the shared cache.
+
+    Returns:
+        Whether this process goes on to train the detectors (rank 0, or a single process).
+    """
+    from sai_attack.detection import extract_files
+    from sai_attack.parallel import context
+
+    ctx = context()
+    if not ctx.distributed:
+        return True
+    if options.cache_dir is None:
+        raise ValueError("detect under torchrun needs the feature cache (no --no-cache)")
+    files = [str(p) for r in runs for p in (*r.clean, *r.adversarial)]
+    extract_files(
+        ctx.shard(files), options.settings, workers=options.workers, cache=options.cache()
+    )
+    ctx.barrier()  # every feature is now in the cache (on a filesystem all ranks share)
+    return ctx.is_main
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     """``sai-attack detect RUN_DIR [RUN_DIR ...] --out DIR``."""
     from sai_attack.detection import (
@@ -84,6 +106,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     names = [r.name for r in runs]
     if args.save_model and len(set(names)) != len(names):
         raise ValueError("--save-model needs run folders with distinct names")
+    if not _distributed_features(runs, options):
+        return 0  # a helper rank under torchrun: rank 0 trains and writes the outputs
     results, skipped = detect_runs(runs, options, save_dir=args.save_model)
     paths = write_detection_outputs(out, results, options, skipped, _versions())
     s = options.settings

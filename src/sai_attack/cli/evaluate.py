@@ -69,6 +69,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    from sai_attack.parallel import context
+
+    if not context().is_main:  # under torchrun, rank 0 writes the merged outputs
+        return 0
     files = ev.write_evaluation(result, args.out)
     print("Attack success rate (%), no defense; * white-box, n = clean images classified correctly")
     print("\n".join(ev.attack_ability_table(result)))

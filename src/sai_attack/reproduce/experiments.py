@@ -359,7 +359,11 @@ class Reproduction:
         from sai_attack.detection import DetectionOptions, detect_runs, read_run
 
         specs = list(dict.fromkeys(specs))
-        options = dict(splits=self.p.detection_splits, seed=self.s.seed)
+        options = dict(
+            splits=self.p.detection_splits,
+            seed=self.s.seed,
+            classifier=self.p.detection_classifier,
+        )
         fingerprint = _fingerprint([(s.key, self._run_state(s)) for s in specs], options)
 
         def compute() -> dict[str, dict]:

@@ -332,7 +332,8 @@ def table2(r: Reproduction) -> None:
     table = Table(
         key="table2_detection",
         title="Table 2: steganalysis-based detection accuracy (%)",
-        caption=f"SPAM features (686-D per RGB channel) + FLD ensemble, one detector per run, "
+        caption=f"SPAM features (686-D per RGB channel) + {p.detection_classifier} detector "
+        "(fld: the FLD ensemble of Kodovsky et al.), one detector per run, "
         f"clean/adversarial pairs of an image on the same side, {p.detection_splits} seeded "
         f"50/50 splits; accuracy = 1 - (P_FA + P_MD)/2 on the test half; first {p.images} "
         "images. Lower = harder to detect. Paper values (ImageNet, Inception-v3) alongside.",
