@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sai_attack import data, parallel
+from sai_attack.attacks import METHOD_NAMES
 from sai_attack.defenses import Defense, NoDefense, parse_defenses
 from sai_attack.models import load_target, split_target_spec
 from sai_attack.pipeline import (
@@ -82,10 +83,6 @@ PREDICTION_COLUMNS = (
     "run", "image", "model", "defense", "label", "target", "clean_pred", "adv_pred",
     "clean_correct", "success",
 )  # fmt: skip
-METHOD_NAMES = {
-    "fgm": "FGM", "ifgm": "I-FGM", "mifgm": "MI-FGM", "sa-fgm": "SA-FGM", "sai-fgm": "SAI-FGM",
-    "m-sai-fgm": "M-SAI-FGM",
-}  # fmt: skip
 POOLING = {"avgpool": "AVG", "maxpool": "MAX"}
 
 

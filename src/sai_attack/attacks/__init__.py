@@ -29,6 +29,9 @@ ATTACKS: dict[str, type[Attack]] = {
 }
 """Attack classes by CLI name."""
 
+METHOD_NAMES: dict[str, str] = {name: cls.title for name, cls in ATTACKS.items()}
+"""Display names (the paper's) by CLI name."""
+
 DEFAULT_METHOD = "sai-fgm"
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "GRAD_MODES",
     "IFGM",
     "LOSSES",
+    "METHOD_NAMES",
     "MIFGM",
     "MSAIFGM",
     "SAFGM",

@@ -84,6 +84,13 @@ def apply_budget(r: torch.Tensor, eps: float, budget: str) -> torch.Tensor:
     raise ValueError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
 
 
+def check_momentum(momentum: float) -> float:
+    """Validate a momentum decay factor mu (>= 0)."""
+    if not (isinstance(momentum, (int, float)) and math.isfinite(momentum) and momentum >= 0):
+        raise ValueError(f"momentum must be a finite number >= 0, got {momentum}")
+    return float(momentum)
+
+
 def epsilon(delta: float, shape: Sequence[int]) -> float:
     """The L2 budget in [0, 1] units for per-pixel scale ``delta`` (0-255 units) and (C, H, W)."""
     return delta * math.sqrt(math.prod(shape)) / 255.0
@@ -137,6 +144,7 @@ class Attack:
     """
 
     name = "attack"
+    title = "Attack"  # display name in tables
     default_budget = "within"
     uses_superpixels = False
     fixed_steps: int | None = None
@@ -274,7 +282,7 @@ class Attack:
 
     def describe(self) -> dict:
         """The parameters that define this attack, for summaries."""
-        return {
+        described = {
             "method": self.name,
             "delta": self.delta,
             "steps": self.steps,
@@ -283,6 +291,9 @@ class Attack:
             "budget": self.budget,
             "seed": self.seed,
         }
+        if self.momentum is not None:
+            described["momentum"] = self.momentum
+        return described
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "method")

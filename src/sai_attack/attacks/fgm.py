@@ -12,4 +12,5 @@ class FGM(IFGM):
     """
 
     name = "fgm"
+    title = "FGM"
     fixed_steps = 1

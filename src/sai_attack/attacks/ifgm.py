@@ -19,6 +19,7 @@ class IFGM(Attack):
     """
 
     name = "ifgm"
+    title = "I-FGM"
 
     def _run(self, images, labels, targets, superpixels, attention, mask, seeds) -> AttackResult:
         eps = self.eps_for(images)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sai_attack.attacks.base import check_momentum
 from sai_attack.attacks.saifgm import SAIFGM
 
 
@@ -22,13 +23,8 @@ class MSAIFGM(SAIFGM):
     """
 
     name = "m-sai-fgm"
+    title = "M-SAI-FGM"
 
     def __init__(self, model: torch.nn.Module, *, momentum: float = 1.0, **kwargs) -> None:
         super().__init__(model, **kwargs)
-        if not momentum >= 0:
-            raise ValueError(f"momentum must be >= 0, got {momentum}")
-        self.momentum = float(momentum)
-
-    def describe(self) -> dict:
-        """The parameters, including the momentum."""
-        return {**super().describe(), "momentum": self.momentum}
+        self.momentum = check_momentum(momentum)

@@ -12,4 +12,5 @@ class SAFGM(SAIFGM):
     """
 
     name = "sa-fgm"
+    title = "SA-FGM"
     fixed_steps = 1

@@ -50,6 +50,7 @@ class SAIFGM(Attack):
     """
 
     name = "sai-fgm"
+    title = "SAI-FGM"
     default_budget = "exact"
     uses_superpixels = True
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sai_attack import data
+from sai_attack.attacks import METHOD_NAMES
 from sai_attack.detection.classifiers import Detector, make_detector, save_detector
 from sai_attack.detection.features import (
     ExtractionStats,
@@ -45,14 +46,6 @@ from sai_attack.pipeline import STATUS_OK, read_results
 
 logger = logging.getLogger(__name__)
 
-METHOD_NAMES = {
-    "fgm": "FGM",
-    "ifgm": "I-FGM",
-    "mifgm": "MI-FGM",
-    "sa-fgm": "SA-FGM",
-    "sai-fgm": "SAI-FGM",
-    "m-sai-fgm": "M-SAI-FGM",
-}
 METHOD_ORDER = tuple(METHOD_NAMES)
 SUPERPIXEL_METHODS = ("sa-fgm", "sai-fgm", "m-sai-fgm")
 

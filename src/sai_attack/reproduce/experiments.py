@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from sai_attack import data
-from sai_attack.attacks import ATTACKS
+from sai_attack.attacks import ATTACKS, METHOD_NAMES
 from sai_attack.models import ImageClassifier, load_model
 from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions, read_results
 from sai_attack.reproduce.presets import Preset
@@ -33,14 +33,6 @@ from sai_attack.reproduce.tables import Figure, Finding, Table
 
 logger = logging.getLogger(__name__)
 
-NAMES = {
-    "fgm": "FGM",
-    "sa-fgm": "SA-FGM",
-    "ifgm": "I-FGM",
-    "sai-fgm": "SAI-FGM",
-    "mifgm": "MI-FGM",
-    "m-sai-fgm": "M-SAI-FGM",
-}
 SUPERPIXEL_OF = {"fgm": "sa-fgm", "ifgm": "sai-fgm", "mifgm": "m-sai-fgm"}
 
 
@@ -85,7 +77,7 @@ class RunSpec:
     @property
     def label(self) -> str:
         """Display name: method (and matched protocol marker)."""
-        name = NAMES[self.method]
+        name = METHOD_NAMES[self.method]
         if self.budget == "exact":
             name += " (exact)"
         if self.merge_beta:

@@ -11,9 +11,10 @@ import numpy as np
 
 from sai_attack import data
 from sai_attack.analysis import foreground_background_split
+from sai_attack.attacks import METHOD_NAMES
 from sai_attack.defenses import parse_defenses
 from sai_attack.reproduce import paper
-from sai_attack.reproduce.experiments import NAMES, Reproduction, RunSpec
+from sai_attack.reproduce.experiments import Reproduction, RunSpec
 from sai_attack.reproduce.tables import Figure, Finding, Table, num, pct
 from sai_attack.visualize import ComparisonRow, comparison_figure
 
@@ -82,7 +83,7 @@ def table1(r: Reproduction) -> None:
     """White-box and black-box success at delta 16, both protocols."""
     delta, n = r.p.table1_delta, r.p.images
     models = [r.s.model, *r.s.black_box, *r.s.targets]
-    paper_specs = [RunSpec(m, delta) for m in NAMES]
+    paper_specs = [RunSpec(m, delta) for m in METHOD_NAMES]
     matched_specs = [x for x in (_matched_for(r, s) for s in paper_specs) if x is not None]
     rows = r.evaluate("table1", paper_specs + matched_specs, ["none"], models, n)
 
@@ -635,8 +636,8 @@ def visual(r: Reproduction, rows_per_figure: int = 4) -> None:
                     title=data.printable_name(row["image"])[:18],
                     clean=data.load_image(r.run_path(base) / "clean" / f"{stem}.png"),
                     adversarial={
-                        NAMES["ifgm"]: data.load_image(r.run_path(base) / row["output"]),
-                        NAMES["sai-fgm"]: data.load_image(r.run_path(sai) / other["output"]),
+                        METHOD_NAMES["ifgm"]: data.load_image(r.run_path(base) / row["output"]),
+                        METHOD_NAMES["sai-fgm"]: data.load_image(r.run_path(sai) / other["output"]),
                     },
                     superpixels=template["superpixels"],
                     mask=template["mask"] if "mask" in template.files else None,
