@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
@@ -370,6 +371,22 @@ def test_clean_vs_clean_is_chance(synthetic_features):
     assert abs(logreg.accuracy - 0.5) < 0.15
     noisy_lr = evaluate_pairs(clean, synthetic_features[1], "logreg", splits=3, seed=0)
     assert noisy_lr.accuracy > 0.9
+
+
+def test_splits_trained_in_worker_processes_give_the_serial_result(synthetic_features):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    clean, noisy, _ = synthetic_features
+    options = {"L": 15, "d_sub": 50}
+    serial = evaluate_pairs(clean, noisy, "fld", splits=3, seed=4, classifier_options=options)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        parallel = evaluate_pairs(
+            clean, noisy, "fld", splits=3, seed=4, classifier_options=options, executor=pool
+        )
+    strip = [{**asdict(s), "seconds": 0} for s in serial.splits]
+    assert [{**asdict(s), "seconds": 0} for s in parallel.splits] == strip
 
 
 def test_fld_predictions_agree_with_sealwatch(synthetic_features):

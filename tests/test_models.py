@@ -116,3 +116,21 @@ def test_lite0_preprocessing_matches_reference(lite0):
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
     assert feats.shape == (1, 1280, 7, 7)
     assert lite0(torch.rand(1, 3, 299, 299)).shape == (1, 1000)
+
+
+@pytest.mark.integration
+def test_lite0_batchnorm_folded_and_frozen(lite0):
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())
+    assert not any(p.requires_grad for p in lite0.parameters())
+    unfused = MODELS["efficientnet-lite0"].builder().eval()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfused.modules())
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(lite0(x), unfused(x), rtol=1e-4, atol=1e-4)
+    # the input gradient, which is all an attack uses, agrees too
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    lite0(xa)[:, 7].sum().backward()
+    unfused(xb)[:, 7].sum().backward()
+    cos = torch.nn.functional.cosine_similarity(xa.grad.flatten(1), xb.grad.flatten(1))
+    assert cos.min() > 0.999

@@ -46,6 +46,32 @@ from sai_attack.models import DEFAULT_MODEL, ImageClassifier, load_model
 
 logger = logging.getLogger(__name__)
 
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS between batches (glibc only).
+
+    The attack's activation tensors come and go every iteration; glibc keeps the freed pages of
+    its heaps resident, so without this the peak RSS creeps up with the number of batches
+    (Lite0, batch 32: about +200 MB over 500 images). Costs about a millisecond per batch.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 RESULT_COLUMNS = (
     "image", "output", "label", "target", "clean_pred", "adv_pred", "success", "l2",
     "delta_eff", "linf", "psnr", "superpixels", "mask_fraction", "status",
@@ -729,6 +755,7 @@ class AttackRun:
                 rows, futures = self._process_batch(model, attack, inputs, batch, timings)
                 if pending is not None:
                     self._commit(rows_path, *pending)
+                    _trim_heap()
                 pending = (futures, rows)
                 summary.processed += sum(r["status"] == STATUS_OK for r in rows)
                 summary.skipped += sum(r["status"] != STATUS_OK for r in rows)

@@ -233,8 +233,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int_at_least("--workers", 0),
         default=min(4, os.cpu_count() or 1),
-        help="feature-extraction worker processes (default: CPUs, at most 4; 0 "
-        "computes in the main process)",
+        help="worker processes for feature extraction and for training the splits' "
+        "detectors in parallel (default: CPUs, at most 4; 0 computes in the main process)",
     )
     p.add_argument(
         "--cache-dir",

@@ -72,6 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per batch (default 16)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--workers", type=int_at_least("--workers", 0), default=1,
-                   help="worker processes for loading and features (default 1)")  # fmt: skip
+                   help="worker processes: loading, features, detectors (default 1)")  # fmt: skip
     p.add_argument("--seed", type=int_at_least("--seed", 0), default=0, help="seed (default 0)")
     p.set_defaults(func=cmd_reproduce)

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import math
 import time
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -165,6 +166,21 @@ class DetectionResult:
         }
 
 
+def _fit_and_test(
+    classifier: str,
+    classifier_options: dict,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    seed: int,
+) -> tuple[float, float, dict, float]:
+    """Train one split's detector and return (P_FA, P_MD, detector parameters, seconds)."""
+    t0 = time.perf_counter()
+    det: Detector = make_detector(classifier, **classifier_options).fit(*train, seed=seed)
+    p_fa, p_md = error_rates(det.predict(test[0]), det.predict(test[1]))
+    params = {key: v for key, v in det.params().items() if key in ("L", "d_sub", "oob_error")}
+    return p_fa, p_md, params, time.perf_counter() - t0
+
+
 def evaluate_pairs(
     clean: np.ndarray,
     adversarial: np.ndarray,
@@ -173,6 +189,7 @@ def evaluate_pairs(
     train_fraction: float = 0.5,
     seed: int = 0,
     classifier_options: dict | None = None,
+    executor: Executor | None = None,
 ) -> DetectionResult:
     """Train and test a detector on paired features over several seeded splits.
 
@@ -185,6 +202,8 @@ def evaluate_pairs(
         seed: The protocol seed (splits and the classifiers' randomness derive from it).
         classifier_options: Keyword arguments of the detector class (e.g. ``L``, ``d_sub`` of
             :class:`~sai_attack.detection.classifiers.FLDEnsemble`).
+        executor: Optional process pool that trains the splits in parallel (the results do not
+            depend on it).
 
     Returns:
         The :class:`DetectionResult`.
@@ -200,24 +219,34 @@ def evaluate_pairs(
             f"clean and adversarial features must both be (N, D) with the same shape, got "
             f"{clean.shape} and {adversarial.shape}"
         )
-    results = []
+    tasks = []
     for k in range(splits):
         train, test = pair_split(len(clean), train_fraction, seed, k)
-        t0 = time.perf_counter()
-        det: Detector = make_detector(classifier, **(classifier_options or {})).fit(
-            clean[train], adversarial[train], seed=derive_seed(seed, "classifier", k)
+        tasks.append(
+            (
+                classifier,
+                classifier_options or {},
+                (clean[train], adversarial[train]),
+                (clean[test], adversarial[test]),
+                derive_seed(seed, "classifier", k),
+            )
         )
-        p_fa, p_md = error_rates(det.predict(clean[test]), det.predict(adversarial[test]))
-        params = {key: v for key, v in det.params().items() if key in ("L", "d_sub", "oob_error")}
+    # Every split carries its own seed, so the outcome is the same in any process.
+    if executor is not None and splits > 1:
+        outcomes = list(executor.map(_fit_and_test, *zip(*tasks, strict=True)))
+    else:
+        outcomes = [_fit_and_test(*task) for task in tasks]
+    results = []
+    for k, (task, (p_fa, p_md, params, seconds)) in enumerate(zip(tasks, outcomes, strict=True)):
         results.append(
             SplitResult(
                 split=k,
-                n_train=len(train),
-                n_test=len(test),
+                n_train=len(task[2][0]),
+                n_test=len(task[3][0]),
                 p_fa=p_fa,
                 p_md=p_md,
                 accuracy=1.0 - 0.5 * (p_fa + p_md),
-                seconds=round(time.perf_counter() - t0, 3),
+                seconds=round(seconds, 3),
                 detector=params,
             )
         )

@@ -12,14 +12,17 @@ column per delta, detection accuracy in percent.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -336,7 +339,17 @@ def detect_runs(
     """
     results: list[RunDetection] = []
     skipped: list[tuple[str, str]] = []
-    with FeatureExtractor(options.settings, options.workers, options.cache()) as fx:
+    pool = None
+    if options.workers > 1 and options.splits > 1:
+        # Training dominates (FLD: seconds per split); the splits are independent.
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(min(options.workers, options.splits), mp_context=ctx)
+    with contextlib.ExitStack() as stack:
+        if pool is not None:
+            stack.callback(pool.shutdown)
+        fx = stack.enter_context(
+            FeatureExtractor(options.settings, options.workers, options.cache())
+        )
         for run in runs:
             if len(run) < MIN_PAIRS:
                 reason = f"only {len(run)} clean/adversarial pairs (need {MIN_PAIRS})"
@@ -352,6 +365,7 @@ def detect_runs(
                 options.splits,
                 options.train_fraction,
                 options.seed,
+                executor=pool,
             )
             seconds = time.perf_counter() - t0
             logger.info(

@@ -57,7 +57,7 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
         images=100,
-        ablation_images=40,
+        ablation_images=32,
         robustness_deltas=(4.0, 16.0),
         detection_deltas=(2.0, 4.0),
         resize="resize:1.0..3.0:0.25",
@@ -66,6 +66,7 @@ PRESETS: dict[str, Preset] = {
         superpixel_sizes=(3, 5, 8),
         phis=(0, 4, 8),
         matched_momentum=False,
+        detection_splits=3,
     ),
     "tiny": Preset(
         name="tiny",
