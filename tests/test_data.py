@@ -115,6 +115,10 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     data.atomic_write_text(target, "two")
     assert target.read_text() == "two"
     assert os.listdir(target.parent) == ["f.txt"]
+    # the permissions of an ordinary new file, not mkstemp's owner-only 0600
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_read_labels_bom_crlf_and_problems(tmp_path):

@@ -340,8 +340,8 @@ def detect_runs(
     results: list[RunDetection] = []
     skipped: list[tuple[str, str]] = []
     pool = None
-    if options.workers > 1 and options.splits > 1:
-        # Training dominates (FLD: seconds per split); the splits are independent.
+    if options.workers > 1 and options.splits > 1 and options.classifier == "fld":
+        # FLD training dominates (seconds per split); the splits are independent.
         ctx = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(min(options.workers, options.splits), mp_context=ctx)
     with contextlib.ExitStack() as stack:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ import numpy as np
 
 from sai_attack import data
 from sai_attack.attacks import ATTACKS, METHOD_NAMES
+from sai_attack.defenses import parse_defenses
 from sai_attack.models import ImageClassifier, load_model
 from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions, read_results
 from sai_attack.reproduce.presets import Preset
@@ -213,21 +215,41 @@ class Reproduction:
         return list(self._specs.values())
 
     def work_units(self) -> list[tuple[str, float]]:
-        """Planned stages with their cost in forward+backward passes per image (estimates)."""
+        """Planned stages with their cost in model passes per image (estimates).
+
+        Calibrated on a 2-core CPU with Lite0 (quick preset): an attack costs T + 1 passes per
+        image; evaluating one image under one defense on one model about half a pass (decoding
+        and the defense included), TVM about 7 passes; training one FLD-ensemble split about
+        250 passes.
+        """
+        p, n, na = self.p, self.p.images, self.p.ablation_images
+        models = 1 + len(self.s.black_box) + len(self.s.targets)
         stages = []
         for key, spec in self._specs.items():
             steps = 1 if ATTACKS[spec.method].fixed_steps == 1 else 10
             stages.append((f"attack {key}", self._limits[key] * (steps + 1.0)))
-        n = self.p.images
+        robustness_runs = 4 * len(p.robustness_deltas)
+        sweep = len(parse_defenses([p.resize, p.jpeg, p.dnn_jpeg, "tvm"]))
+        sweep += 2 * len(p.pooling) + len(p.bitdepths)
+        detectors = len(p.detection_deltas) * (4 + len(p.detection_betas))
+        fld = 250.0 if p.detection_classifier == "fld" else 5.0
+        fit = fld * p.detection_splits / max(1, min(self.detection_workers, p.detection_splits))
+        ablations = na * (2 * len(p.superpixel_sizes) + models * len(p.phis) + len(p.grad_modes))
         stages += [
-            ("evaluate table 1", n * 12 * (1 + len(self.s.black_box) + len(self.s.targets)) / 3),
-            ("evaluate defenses", n * 6 * len(self.p.robustness_deltas) * 40 / 3),
-            ("evaluate table 4 and ablations", n * 20 / 3),
-            ("detection", n * 14 * 0.3),
-            ("figure 2 and texture", n * 3.0),
-            ("figures", 20.0),
-        ]
+            ("evaluate table 1", 0.6 * n * 8 * models),
+            ("evaluate defenses", n * robustness_runs * (0.45 * sweep + 7.0)),
+            ("detection", detectors * fit),
+            ("evaluate table 4 and ablations", n * len(p.algorithms) * (0.6 * 4 + 7.0)
+             + 0.6 * ablations + len(p.algorithms) * fit),
+            ("figure 2 and texture", n * 1.5),
+            ("figures", 50.0),
+        ]  # fmt: skip
         return stages
+
+    @property
+    def detection_workers(self) -> int:
+        """Processes for features and detector training: as ``sai-attack detect`` (CPUs, <= 4)."""
+        return max(self.s.workers, min(4, os.cpu_count() or 1))
 
     # -- execution -----------------------------------------------------------------------------
 
@@ -367,7 +389,7 @@ class Reproduction:
                 stems = {Path(r["output"]).stem for r in rows if r["image"] in keep and r["output"]}
                 runs.append(run.subset(stems))
             opts = DetectionOptions(
-                workers=self.s.workers, cache_dir=self.cache_dir / "features", **options
+                workers=self.detection_workers, cache_dir=self.cache_dir / "features", **options
             )
             results, _ = detect_runs(runs, opts)
             by_path = {str(r.run.path): r for r in results}
