@@ -160,12 +160,25 @@ def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
     ifgm = next(r for r in table1 if r["method"] == "I-FGM")
     assert 0 <= float(ifgm["tiny-white*"]) <= 100
     assert re.fullmatch(r"\d+\.\d\d", ifgm["delta_eff"])
+    # Every measured cell of the defense tables is filled (a spec mismatch leaves blanks).
+    for key, columns in (
+        ("figure6_tvm_bitdepth", ["tvm", "bitdepth d=3"]),
+        ("table3_pooling", ["k=3"]),
+        ("table4_superpixel_algorithms", ["white-box", "resize", "jpeg", "tvm"]),
+    ):
+        rows = list(csv.DictReader(io.StringIO((out / "tables" / f"{key}.csv").read_text())))
+        for row in rows:
+            for column in columns:
+                assert 0 <= float(row[column]) <= 100, (key, column, row)
 
     # Re-running resumes: nothing is attacked again and the tables are identical.
     before = {p: p.read_text() for p in (out / "tables").glob("*.csv")}
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.png")}
+    cached = {p: p.stat().st_mtime_ns for p in (out / "cache").glob("*.json")}
     run_reproduce(settings)
     assert mtimes == {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.png")}
+    # ... and no evaluation or detection is computed again
+    assert cached == {p: p.stat().st_mtime_ns for p in (out / "cache").glob("*.json")}
     after = {p: p.read_text() for p in (out / "tables").glob("*.csv")}
     strip = {k: v for k, v in before.items() if "gradient_mode" not in k.name}
     assert strip == {k: v for k, v in after.items() if "gradient_mode" not in k.name}

@@ -368,7 +368,7 @@ class Reproduction:
         rows = self._cached(f"evaluate-{name}", fingerprint, compute)
         return {(r["run"], r["model"], r["spec"]): r for r in rows}
 
-    def detect(self, specs: Sequence[RunSpec]) -> dict[str, dict]:
+    def detect(self, name: str, specs: Sequence[RunSpec]) -> dict[str, dict]:
         """Detection results per run key (features cached, results cached by their inputs)."""
         from sai_attack.detection import DetectionOptions, detect_runs, read_run
 
@@ -407,7 +407,7 @@ class Reproduction:
                     }
             return out
 
-        return self._cached("detect", fingerprint, compute)
+        return self._cached(f"detect-{name}", fingerprint, compute)
 
     def inputs(self) -> list[tuple[str, str]]:
         """(image, status) of the main image set, from the I-FGM delta-4 run."""

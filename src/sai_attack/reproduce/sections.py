@@ -263,7 +263,7 @@ def robustness(r: Reproduction) -> None:
     depth_lines: dict[str, tuple[list, list]] = {}
     for delta in deltas:
         for spec in _robustness_specs(r, delta):
-            t = _rate(rows, spec.key, m, "tvm")
+            t = _rate(rows, spec.key, m, _canonical(["tvm"])[0])
             ds = [_rate(rows, spec.key, m, f"bitdepth:{d}") for d in p.bitdepths]
             table.add(
                 f"{delta:g}", spec.label, num(r.delta_eff(spec)), pct(t), *[pct(x) for x in ds]
@@ -329,7 +329,7 @@ def table2(r: Reproduction) -> None:
         for (m, b, bud, _) in rows_specs
         for d in p.detection_deltas
     }
-    results = r.detect(list(specs.values()))
+    results = r.detect("table2", list(specs.values()))
     table = Table(
         key="table2_detection",
         title="Table 2: steganalysis-based detection accuracy (%)",
@@ -385,7 +385,7 @@ def table4_and_ablations(r: Reproduction) -> None:
     t4_specs += [RunSpec("sai-fgm", 4.0, superpixel=a) for a in p.algorithms]
     defenses = _canonical(["none", "resize:2", "jpeg:55", "tvm"])
     rows = r.evaluate("table4", t4_specs, defenses, [m], p.images)
-    detection = r.detect(t4_specs)
+    detection = r.detect("table4", t4_specs)
     table = Table(
         key="table4_superpixel_algorithms",
         title="Table 4: SAI-FGM with different superpixel algorithms (delta = 4)",
