@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 from sai_attack.cli.options import fraction, int_at_least
@@ -171,7 +170,12 @@ def cmd_texture(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``detect`` and ``texture`` subcommands."""
     from sai_attack.detection.classifiers import CLASSIFIERS
-    from sai_attack.detection.features import CACHE_ENV, COLOR_MODES, FEATURE_SETS
+    from sai_attack.detection.features import (
+        CACHE_ENV,
+        COLOR_MODES,
+        FEATURE_SETS,
+        default_workers,
+    )
 
     p = sub.add_parser(
         "detect",
@@ -232,7 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers",
         type=int_at_least("--workers", 0),
-        default=min(4, os.cpu_count() or 1),
+        default=default_workers(),
         help="worker processes for feature extraction and for training the splits' "
         "detectors in parallel (default: CPUs, at most 4; 0 computes in the main process)",
     )

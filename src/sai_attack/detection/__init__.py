@@ -30,6 +30,7 @@ from sai_attack.detection.features import (
     FeatureExtractor,
     FeatureSettings,
     default_cache_dir,
+    default_workers,
     extract_files,
     extract_image,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "RunPairs",
     "apply_detector",
     "default_cache_dir",
+    "default_workers",
     "detect_runs",
     "evaluate_pairs",
     "extract_files",

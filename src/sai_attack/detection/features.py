@@ -208,6 +208,11 @@ def extract_image(image: np.ndarray, settings: FeatureSettings) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def default_workers() -> int:
+    """Worker processes for features and detector training by default: the CPUs, at most 4."""
+    return min(4, os.cpu_count() or 1)
+
+
 def default_cache_dir() -> Path:
     """The cache folder: ``$SAI_ATTACK_CACHE``, ``$XDG_CACHE_HOME/sai-attack`` or ``~/.cache/...``.
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -248,8 +247,10 @@ class Reproduction:
 
     @property
     def detection_workers(self) -> int:
-        """Processes for features and detector training: as ``sai-attack detect`` (CPUs, <= 4)."""
-        return max(self.s.workers, min(4, os.cpu_count() or 1))
+        """Processes for features and detector training: as ``sai-attack detect`` by default."""
+        from sai_attack.detection import default_workers
+
+        return max(self.s.workers, default_workers())
 
     # -- execution -----------------------------------------------------------------------------
 
