@@ -36,6 +36,44 @@ def test_algorithms_give_valid_labels_near_requested_count(algorithm):
     assert 0.4 * 144 <= k <= 1.6 * 144, k
 
 
+def _diagonal_two_colours(n: int = 64) -> np.ndarray:
+    """Red above the anti-diagonal, blue below: an edge no regular grid can follow."""
+    img = np.zeros((n, n, 3), np.uint8)
+    rows, cols = np.indices((n, n))
+    img[rows + cols < n] = (200, 40, 40)
+    img[rows + cols >= n] = (40, 40, 200)
+    return img
+
+
+def _purity(labels: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of pixels whose segment's majority colour is their own colour."""
+    k = labels.max() + 1
+    ones = np.bincount(labels.ravel(), weights=truth.ravel(), minlength=k)
+    sizes = np.bincount(labels.ravel(), minlength=k)
+    return float(np.maximum(ones, sizes - ones).sum() / labels.size)
+
+
+@pytest.mark.parametrize("algorithm", ["slic", "lsc", "seeds"])
+def test_superpixels_follow_a_colour_edge_the_grid_cannot(algorithm):
+    img = _diagonal_two_colours()
+    truth = np.indices((64, 64)).sum(axis=0) >= 64
+    assert _purity(sp.segment(img, "grid", size=8), truth) < 0.96  # the test can fail
+    assert _purity(sp.segment(img, algorithm, size=8), truth) >= 0.99
+
+
+def test_slic_compactness_is_in_cielab_units():
+    # Regression: Lab handed to skimage was rescaled to [0, 1] there, which turned SLIC into a
+    # grid at compactness 20. A real image must give irregular, colour-adhering segments.
+    rng = np.random.default_rng(3)
+    img = _diagonal_two_colours(48)
+    img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    labels = sp.segment(img, "slic", size=6, compactness=20)
+    grid = sp.segment(img, "grid", size=6)
+    assert not np.array_equal(labels, grid)
+    truth = np.indices((48, 48)).sum(axis=0) >= 48
+    assert _purity(labels, truth) > _purity(grid, truth) + 0.02
+
+
 def test_size_and_segments_agree():
     img = np.full((40, 40, 3), 128, np.uint8)
     assert sp.num_segments_for((40, 40), 5) == 64

@@ -62,13 +62,14 @@ def relabel(labels: np.ndarray) -> np.ndarray:
 
 
 def _slic(image: np.ndarray, k: int, size: float, compactness: float) -> np.ndarray:
-    # Converting once to float32 CIELAB is faster than letting skimage convert in float64.
-    lab = rgb2lab(image).astype(np.float32)
+    # The uint8 RGB image goes in as is: skimage rescales any input to [0, 1] before its own Lab
+    # conversion, so handing it precomputed Lab would shrink colour distances ~180x and leave a
+    # regular grid at the paper's compactness.
     return _skimage_slic(
-        lab,
+        image,
         n_segments=k,
         compactness=compactness,
-        convert2lab=False,
+        convert2lab=True,
         channel_axis=-1,
         start_label=0,
         enforce_connectivity=True,
