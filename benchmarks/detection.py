@@ -105,7 +105,7 @@ def main() -> None:
         "--superpixels",
         nargs="+",
         default=["slic"],
-        choices=["slic", "lsc", "seeds"],
+        choices=["slic", "slic-skimage", "lsc", "seeds"],
         help="also run SAI-FGM (beta 0, delta 4) with these algorithms (paper Table 4)",
     )
     parser.add_argument("--model", default="efficientnet-lite0")

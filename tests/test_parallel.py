@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sai_attack.parallel import DistContext
+from sai_attack.parallel import DistContext, shutdown
 
 
 def test_shard_deals_whole_batches():
@@ -109,3 +109,14 @@ def test_two_process_evaluate_and_detect_match_single_process(tmp_path, nips17):
         b = (tmp_path / f"{name}2" / csv_name).read_text()
         assert a == b
         assert a.count("\n") > 1
+
+
+def test_shutdown_leaves_the_process_group_and_is_a_no_op_without_one(tmp_path):
+    import torch.distributed as dist
+
+    shutdown()  # never joined: nothing to do
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    assert dist.is_initialized()
+    shutdown()
+    assert not dist.is_initialized()

@@ -14,7 +14,7 @@ def _assert_no_gaps(labels):
     assert labels.dtype == np.int64
 
 
-@pytest.mark.parametrize("algorithm", ["slic", "grid"])
+@pytest.mark.parametrize("algorithm", ["slic", "slic-skimage", "grid"])
 def test_four_quadrants_give_four_segments(algorithm):
     img = quadrants(16)
     labels = sp.segment(img, algorithm, n_segments=4)
@@ -24,7 +24,7 @@ def test_four_quadrants_give_four_segments(algorithm):
         assert len(np.unique(block)) == 1
 
 
-@pytest.mark.parametrize("algorithm", ["slic", "lsc", "seeds", "grid"])
+@pytest.mark.parametrize("algorithm", ["slic", "slic-skimage", "lsc", "seeds", "grid"])
 def test_algorithms_give_valid_labels_near_requested_count(algorithm):
     rng = np.random.default_rng(0)
     low = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
@@ -53,7 +53,7 @@ def _purity(labels: np.ndarray, truth: np.ndarray) -> float:
     return float(np.maximum(ones, sizes - ones).sum() / labels.size)
 
 
-@pytest.mark.parametrize("algorithm", ["slic", "lsc", "seeds"])
+@pytest.mark.parametrize("algorithm", ["slic", "slic-skimage", "lsc", "seeds"])
 def test_superpixels_follow_a_colour_edge_the_grid_cannot(algorithm):
     img = _diagonal_two_colours()
     truth = np.indices((64, 64)).sum(axis=0) >= 64
@@ -61,13 +61,14 @@ def test_superpixels_follow_a_colour_edge_the_grid_cannot(algorithm):
     assert _purity(sp.segment(img, algorithm, size=8), truth) >= 0.99
 
 
-def test_slic_compactness_is_in_cielab_units():
+@pytest.mark.parametrize("algorithm", ["slic", "slic-skimage"])
+def test_slic_compactness_is_in_cielab_units(algorithm):
     # Regression: Lab handed to skimage was rescaled to [0, 1] there, which turned SLIC into a
     # grid at compactness 20. A real image must give irregular, colour-adhering segments.
     rng = np.random.default_rng(3)
     img = _diagonal_two_colours(48)
     img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
-    labels = sp.segment(img, "slic", size=6, compactness=20)
+    labels = sp.segment(img, algorithm, size=6, compactness=20)
     grid = sp.segment(img, "grid", size=6)
     assert not np.array_equal(labels, grid)
     truth = np.indices((48, 48)).sum(axis=0) >= 48
@@ -148,7 +149,8 @@ def test_segment_with_merge_reduces_count():
     [
         (
             {"algorithm": "watershed"},
-            "unknown superpixel algorithm 'watershed'; choose one of slic, lsc, seeds, grid",
+            "unknown superpixel algorithm 'watershed'; "
+            "choose one of slic, slic-skimage, lsc, seeds, grid",
         ),
         ({"size": 0}, "superpixel size must be > 0, got 0"),
         ({"n_segments": 0}, "n_segments must be >= 1, got 0"),
@@ -212,3 +214,13 @@ def test_segment_batch_matches_per_image():
     assert batch.dtype == torch.int64
     single = config(np.round(imgs[1].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
     np.testing.assert_array_equal(batch[1].numpy(), single)
+
+
+def test_opencv_algorithms_leave_the_opencv_thread_count_alone():
+    import cv2
+
+    before = cv2.getNumThreads()
+    img = _diagonal_two_colours(32)
+    for algorithm in ("slic", "lsc", "seeds"):
+        sp.segment(img, algorithm, size=4)
+    assert cv2.getNumThreads() == before

@@ -108,3 +108,23 @@ def context(device: torch.device | None = None) -> DistContext:
         dist.init_process_group(backend=backend, timeout=_TIMEOUT)
         logger.debug("rank %d of %d joined (%s)", rank, world, backend)
     return DistContext(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group, if this process joined one.
+
+    Without this, a rank that finishes first tears gloo down from the interpreter's exit
+    handlers while its background threads still run, which aborts the process ("terminate
+    called without an active exception") and fails the whole torchrun job.
+
+    Args:
+        clean: Whether this rank finished normally; it then waits for the others first, so no
+            rank leaves while another still talks to it. After an error, leave at once (torchrun
+            stops the other ranks).
+    """
+    if not dist.is_initialized():
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
+

@@ -56,10 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
+    from sai_attack.parallel import shutdown
     from sai_attack.pipeline import RunError
 
+    clean = False
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        clean = True
+        return code
     except (ValueError, FileNotFoundError, ImportError) as exc:
         # Bad parameters, unknown models, unusable weights or labels files: nothing was done.
         print(f"sai-attack: error: {exc}", file=sys.stderr)
@@ -70,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sai-attack: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        shutdown(clean)
 
 
 if __name__ == "__main__":

@@ -175,8 +175,8 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
         "--superpixel",
         choices=list(sp.SUPERPIXEL_ALGORITHMS),
         default="slic",
-        help="template algorithm: slic (default, scikit-image), lsc, seeds (OpenCV), grid "
-        "(square SxS blocks)",
+        help="template algorithm: slic (default), lsc, seeds (OpenCV ximgproc), slic-skimage "
+        "(scikit-image's SLIC, slower), grid (square SxS blocks)",
     )
     size = s.add_mutually_exclusive_group()
     size.add_argument(
