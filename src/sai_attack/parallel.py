@@ -127,4 +127,3 @@ def shutdown(clean: bool = True) -> None:
     if clean:
         dist.barrier()
     dist.destroy_process_group()
-
