@@ -33,6 +33,7 @@ from sai_attack.pipeline import (
     library_versions,
     resolve_device,
 )
+from sai_attack.superpixels import SUPERPIXEL_ALGORITHMS
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class BenchConfig:
     workers: int = 1
     amp: bool = False
     reference: bool = True
+    superpixel: str = "slic"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in ATTACKS]
@@ -69,6 +71,11 @@ class BenchConfig:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.superpixel not in SUPERPIXEL_ALGORITHMS:
+            raise ValueError(
+                f"unknown superpixel algorithm {self.superpixel!r}; "
+                f"choose one of {', '.join(SUPERPIXEL_ALGORITHMS)}"
+            )
 
 
 @dataclass
@@ -195,7 +202,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
         for method in config.methods:
             attack_config = AttackConfig(
                 method=method, model=config.model, weights=config.weights,
-                delta=config.delta, iters=config.iters,
+                delta=config.delta, iters=config.iters, superpixel=config.superpixel,
             )  # fmt: skip
             options = RunOptions(
                 batch_size=config.batch_size, device=config.device, workers=config.workers,
@@ -244,7 +251,8 @@ def format_report(report: BenchReport) -> str:
     lines = [
         f"model {c['model']}, device {report.device} ({report.threads} threads), batch "
         f"{c['batch_size']}, {c['limit']} images from {c['input']}, delta {c['delta']:g}, "
-        f"T = {c['iters']}, workers {c['workers']}{', amp' if c['amp'] else ''}",
+        f"T = {c['iters']}, workers {c['workers']}{', amp' if c['amp'] else ''}, "
+        f"superpixels {c.get('superpixel', 'slic')}",
         f"floor (bare forward+backward): {report.floor_seconds_per_batch:.3f} s per batch, "
         f"{report.floor_seconds_per_image * 1000:.1f} ms per image",
         "",

@@ -292,8 +292,25 @@ class InputDataset(Dataset):
         return item
 
 
-def _collate(items: list[Item]) -> list[Item]:
-    return items
+def _batches(items, batch_size: int):
+    """Group the loader's items, in order, into lists of ``batch_size`` (the last may be short)."""
+    batch: list[Item] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _writer_threads() -> int:
+    """Threads that encode and write PNGs (at most 8, one per core).
+
+    Pillow's zlib encoder releases the GIL, so they run in parallel with each other and with
+    the model.
+    """
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -738,19 +755,24 @@ class AttackRun:
             self.config.superpixel_config() if self.config.uses_superpixels else None,
             problems,
         )
+        batch_size = self.options.batch_size
+        workers = self.options.workers if len(todo) > batch_size else 0
+        # Workers load single images, not whole batches, so every batch is spread over all of
+        # them (the first batch arrives `workers` times sooner); each keeps up to two batches'
+        # worth of images in flight so the segmentation runs ahead of the model.
         loader = DataLoader(
             dataset,
-            batch_size=self.options.batch_size,
+            batch_size=None,
             shuffle=False,
-            num_workers=self.options.workers if len(todo) > self.options.batch_size else 0,
-            collate_fn=_collate,
+            num_workers=workers,
+            prefetch_factor=max(2, math.ceil(2 * batch_size / workers)) if workers else None,
         )
         progress = self._progress(len(todo))
-        self._writer = ThreadPoolExecutor(max_workers=1)
+        self._writer = ThreadPoolExecutor(max_workers=_writer_threads())
         pending: tuple[list[Future], list[dict]] | None = None
         try:
             t_wait = time.perf_counter()
-            for batch in loader:
+            for batch in _batches(loader, batch_size):
                 timings["wait"] += time.perf_counter() - t_wait
                 rows, futures = self._process_batch(model, attack, inputs, batch, timings)
                 if pending is not None:
@@ -874,24 +896,26 @@ class AttackRun:
         timings["attack"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        adv_u8 = data.to_uint8(result.adv)
-        adv_png = [data.encode_png(a) for a in adv_u8]
-        clean_png = [data.encode_png(it.image) for it in items]
-        decoded = data.to_tensor([data.decode_image(b) for b in adv_png]).to(dev)
-        futures = [self._writer_submit(self.out / "images" / f"{it.stem}.png", b)
-                   for it, b in zip(items, adv_png, strict=True)]  # fmt: skip
-        futures += [self._writer_submit(self.out / "clean" / f"{it.stem}.png", b)
-                    for it, b in zip(items, clean_png, strict=True)]  # fmt: skip
+        adv_u8 = data.to_uint8(result.adv)  # (B, H, W, 3): exactly the pixels the PNGs hold
+        saved = data.to_tensor(adv_u8).to(dev)
+        # PNG encoding and writing run in the writer threads; _commit waits for them.
+        futures = [self._writer.submit(data.save_png, self.out / "images" / f"{it.stem}.png", a)
+                   for it, a in zip(items, adv_u8, strict=True)]  # fmt: skip
+        futures += [self._writer.submit(data.save_png, self.out / "clean" / f"{it.stem}.png",
+                                        it.image) for it in items]  # fmt: skip
         if self.options.save_templates and result.superpixels is not None:
             for i, it in enumerate(items):
-                futures.append(self._writer_submit(
-                    self.out / "templates" / f"{it.stem}.npz", self._template_bytes(result, i)
+                futures.append(self._writer.submit(
+                    data.atomic_write_bytes,
+                    self.out / "templates" / f"{it.stem}.npz",
+                    self._template_bytes(result, i),
                 ))  # fmt: skip
         timings["encode"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         with torch.no_grad():
-            adv_pred = model(decoded).argmax(dim=1).tolist()
+            # PNG is lossless, so predicting on the 8-bit array is predicting on the saved file.
+            adv_pred = model(saved).argmax(dim=1).tolist()
         timings["evaluate"] += time.perf_counter() - t0
 
         rows: dict[str, dict] = {}
@@ -917,10 +941,6 @@ class AttackRun:
                 "status": STATUS_OK,
             }
         return rows, futures
-
-    def _writer_submit(self, path: Path, payload: bytes) -> Future:
-        assert self._writer is not None, "the writer thread runs only inside _loop"
-        return self._writer.submit(data.atomic_write_bytes, path, payload)
 
     @staticmethod
     def _template_bytes(result, i: int) -> bytes:

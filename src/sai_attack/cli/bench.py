@@ -6,6 +6,7 @@ import argparse
 
 from sai_attack.attacks import ATTACKS
 from sai_attack.cli.options import add_model_options, int_at_least, positive_float
+from sai_attack.superpixels import SUPERPIXEL_ALGORITHMS
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -25,6 +26,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         workers=args.workers,
         amp=args.amp,
         reference=not args.no_reference,
+        superpixel=args.superpixel,
     )
     report = run_bench(config)
     print(format_report(report))
@@ -56,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--workers", type=int_at_least("--workers", 0), default=1,
                    help="loader worker processes (default 1)")  # fmt: skip
+    p.add_argument("--superpixel", choices=list(SUPERPIXEL_ALGORITHMS), default="slic",
+                   help="template algorithm of the superpixel methods (default slic)")  # fmt: skip
     p.add_argument("--amp", action="store_true", help="mixed precision attack passes")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the torchattacks PGDL2 reference")  # fmt: skip
