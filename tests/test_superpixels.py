@@ -224,3 +224,18 @@ def test_opencv_algorithms_leave_the_opencv_thread_count_alone():
     for algorithm in ("slic", "lsc", "seeds"):
         sp.segment(img, algorithm, size=4)
     assert cv2.getNumThreads() == before
+
+
+def test_adjacency_lists_each_4_adjacent_pair_once_in_order():
+    labels = np.array(
+        [
+            [0, 0, 1, 1],
+            [2, 2, 1, 3],
+            [2, 4, 4, 3],
+        ]
+    )
+    expected = [[0, 1], [0, 2], [1, 2], [1, 3], [1, 4], [2, 4], [3, 4]]
+    np.testing.assert_array_equal(sp.adjacency(labels), expected)
+    diagonal = np.array([[0, 1, 1], [2, 3, 1]])  # 0 and 3 touch only at a corner
+    np.testing.assert_array_equal(sp.adjacency(diagonal), [[0, 1], [0, 2], [1, 3], [2, 3]])
+    assert sp.adjacency(np.zeros((3, 3), np.int64)).shape == (0, 2)
