@@ -304,12 +304,16 @@ def _batches(items, batch_size: int):
         yield batch
 
 
-def _writer_threads() -> int:
-    """Threads that encode and write PNGs (at most 8, one per core).
+def _writer_threads(device: torch.device) -> int:
+    """Threads that encode and write PNGs.
 
-    Pillow's zlib encoder releases the GIL, so they run in parallel with each other and with
-    the model.
+    On a GPU the CPU cores are free: PNGs are encoded in up to 8 threads (Pillow's zlib encoder
+    releases the GIL). On the CPU, PyTorch's threads already use every core and encoding next
+    to them would stall their parallel regions, so the main thread encodes between batches and
+    a single thread writes the files.
     """
+    if device.type == "cpu":
+        return 1
     return max(1, min(8, os.cpu_count() or 1))
 
 
@@ -768,7 +772,7 @@ class AttackRun:
             prefetch_factor=max(2, math.ceil(2 * batch_size / workers)) if workers else None,
         )
         progress = self._progress(len(todo))
-        self._writer = ThreadPoolExecutor(max_workers=_writer_threads())
+        self._writer = ThreadPoolExecutor(max_workers=_writer_threads(self.device))
         pending: tuple[list[Future], list[dict]] | None = None
         try:
             t_wait = time.perf_counter()
@@ -898,11 +902,11 @@ class AttackRun:
         t0 = time.perf_counter()
         adv_u8 = data.to_uint8(result.adv)  # (B, H, W, 3): exactly the pixels the PNGs hold
         saved = data.to_tensor(adv_u8).to(dev)
-        # PNG encoding and writing run in the writer threads; _commit waits for them.
-        futures = [self._writer.submit(data.save_png, self.out / "images" / f"{it.stem}.png", a)
+        # The writer threads write the PNGs (and encode them, off the CPU); _commit waits.
+        futures = [self._save_png(self.out / "images" / f"{it.stem}.png", a)
                    for it, a in zip(items, adv_u8, strict=True)]  # fmt: skip
-        futures += [self._writer.submit(data.save_png, self.out / "clean" / f"{it.stem}.png",
-                                        it.image) for it in items]  # fmt: skip
+        futures += [self._save_png(self.out / "clean" / f"{it.stem}.png", it.image)
+                    for it in items]  # fmt: skip
         if self.options.save_templates and result.superpixels is not None:
             for i, it in enumerate(items):
                 futures.append(self._writer.submit(
@@ -941,6 +945,12 @@ class AttackRun:
                 "status": STATUS_OK,
             }
         return rows, futures
+
+    def _save_png(self, path: Path, image: np.ndarray) -> Future:
+        assert self._writer is not None, "the writer threads run only inside _loop"
+        if self.device.type == "cpu":  # see _writer_threads
+            return self._writer.submit(data.atomic_write_bytes, path, data.encode_png(image))
+        return self._writer.submit(data.save_png, path, image)
 
     @staticmethod
     def _template_bytes(result, i: int) -> bytes:
