@@ -26,18 +26,21 @@ def test_bench_reports_every_method_with_stages(tmp_path, nips17, capsys):
         shutil.copy(p, folder / p.name)
     out_json = tmp_path / "bench.json"
     args = ["bench", str(folder), "--methods", "ifgm", "sai-fgm", "--limit", "3", "--iters", "1",
-            "--batch-size", "2", "--workers", "0", "--json", str(out_json)]  # fmt: skip
+            "--batch-size", "2", "--workers", "0", "--repeats", "2",
+            "--json", str(out_json)]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| ifgm |" in printed
     assert "| sai-fgm |" in printed
     assert "peak RSS" in printed
-    assert "superpixels slic" in printed
+    assert "superpixels slic, 2 repeats" in printed
     report = json.loads(out_json.read_text())
     assert report["config"]["superpixel"] == "slic"
     assert [m["method"] for m in report["methods"]] == ["ifgm", "sai-fgm"]
     for m in report["methods"]:
         assert m["images"] == 3
+        assert len(m["repeat_seconds_per_image"]) == 2
+        assert m["seconds_per_image"] in m["repeat_seconds_per_image"]
         assert set(m["stages"]) == set(STAGES)
         assert m["attack_seconds_per_image"] > 0
         # A ratio of two timings: check how it is made, not its value (timings vary with load).

@@ -60,6 +60,7 @@ class BenchConfig:
     amp: bool = False
     reference: bool = True
     superpixel: str = "slic"
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in ATTACKS]
@@ -71,6 +72,8 @@ class BenchConfig:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {self.repeats}")
         if self.superpixel not in SUPERPIXEL_ALGORITHMS:
             raise ValueError(
                 f"unknown superpixel algorithm {self.superpixel!r}; "
@@ -92,6 +95,8 @@ class MethodTiming:
     efficiency: float
     ratio_to_ifgm: float | None = None
     success_rate: float | None = None
+    repeat_seconds_per_image: list[float] = field(default_factory=list)
+    """End-to-end seconds per image of every repetition (the fields above: the median one)."""
 
 
 @dataclass
@@ -165,19 +170,57 @@ def reference_pgdl2(
     theirs = torchattacks.PGDL2(model, eps=eps, alpha=eps / steps, steps=steps, random_start=False)
     n = sum(x.shape[0] for x in batches)
     result: dict[str, float] = {"images": n}
-    for name, attack in (("ifgm", ours), ("torchattacks.PGDL2", theirs)):
-        total = 0.0
-        for x in batches:
-            with torch.no_grad():
-                y = model(x).argmax(1)
+    totals = {"ifgm": 0.0, "torchattacks.PGDL2": 0.0}
+    for x in batches:  # both attacks on each batch in turn, so drifts of the machine cancel
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        for name, attack in (("ifgm", ours), ("torchattacks.PGDL2", theirs)):
             _sync(device)
             t0 = time.perf_counter()
             attack(x, y)
             _sync(device)
-            total += time.perf_counter() - t0
-        result[name] = total / n
+            totals[name] += time.perf_counter() - t0
+    result.update({name: total / n for name, total in totals.items()})
     result["ifgm_over_pgdl2"] = result["ifgm"] / result["torchattacks.PGDL2"]
     return result
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _time_method(
+    config: BenchConfig, model: ImageClassifier, method: str, out: Path, device: torch.device
+) -> MethodTiming:
+    """One timed run of ``method`` through the attack pipeline (efficiency filled in later)."""
+    attack_config = AttackConfig(
+        method=method, model=config.model, weights=config.weights,
+        delta=config.delta, iters=config.iters, superpixel=config.superpixel,
+    )  # fmt: skip
+    options = RunOptions(
+        batch_size=config.batch_size, device=config.device, workers=config.workers,
+        limit=config.limit, progress=False, amp=config.amp,
+    )  # fmt: skip
+    run = AttackRun(config.input, out, attack_config, options, model=model)
+    _sync(device)
+    t0 = time.perf_counter()
+    summary = run.run()
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    n = max(summary.processed, 1)
+    return MethodTiming(
+        method=method,
+        images=summary.processed,
+        seconds=seconds,
+        images_per_s=summary.processed / seconds,
+        seconds_per_image=seconds / n,
+        stages={k: summary.timings.get(k, 0.0) / n for k in STAGES},
+        attack_seconds_per_image=summary.timings["attack"] / n,
+        efficiency=math.nan,
+        success_rate=None if math.isnan(summary.success_rate) else summary.success_rate,
+    )
 
 
 def run_bench(config: BenchConfig) -> BenchReport:
@@ -187,58 +230,51 @@ def run_bench(config: BenchConfig) -> BenchReport:
     size = model.input_size or 224
     inputs = data.discover_inputs(config.input)
     names = inputs.names[: config.limit]
-    floor = forward_backward_floor(model, config.batch_size, size, device)
+    floors = [forward_backward_floor(model, config.batch_size, size, device)]
     report = BenchReport(
         config=asdict(config),
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         threads=torch.get_num_threads(),
-        floor_seconds_per_batch=floor,
-        floor_seconds_per_image=floor / config.batch_size,
+        floor_seconds_per_batch=floors[0],
+        floor_seconds_per_image=floors[0] / config.batch_size,
         versions=library_versions(),
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    # Repetitions run every method in turn, so a machine whose speed drifts slows all alike.
+    runs: dict[str, list[MethodTiming]] = {m: [] for m in config.methods}
     with tempfile.TemporaryDirectory(prefix="sai-bench-") as tmp:
-        for method in config.methods:
-            attack_config = AttackConfig(
-                method=method, model=config.model, weights=config.weights,
-                delta=config.delta, iters=config.iters, superpixel=config.superpixel,
+        for r in range(config.repeats):
+            if r:
+                floors.append(forward_backward_floor(model, config.batch_size, size, device))
+            for method in config.methods:
+                timing = _time_method(config, model, method, Path(tmp) / f"{method}-{r}", device)
+                runs[method].append(timing)
+                logger.info("%s: %.3f s/image", method, timing.seconds_per_image)
+    report.floor_seconds_per_batch = _median(floors)
+    report.floor_seconds_per_image = report.floor_seconds_per_batch / config.batch_size
+    for method, timings in runs.items():
+        chosen = sorted(timings, key=lambda t: t.seconds_per_image)[(len(timings) - 1) // 2]
+        chosen.repeat_seconds_per_image = [t.seconds_per_image for t in timings]
+        steps = 1 if ATTACKS[method].fixed_steps == 1 else config.iters
+        attack = chosen.attack_seconds_per_image
+        chosen.efficiency = report.floor_seconds_per_image * steps / attack if attack else math.nan
+        if "ifgm" in runs:  # paired ratios, one per repetition
+            chosen.ratio_to_ifgm = _median(
+                [t.seconds_per_image / b.seconds_per_image
+                 for t, b in zip(timings, runs["ifgm"], strict=True)]
             )  # fmt: skip
-            options = RunOptions(
-                batch_size=config.batch_size, device=config.device, workers=config.workers,
-                limit=config.limit, progress=False, amp=config.amp,
-            )  # fmt: skip
-            run = AttackRun(config.input, Path(tmp) / method, attack_config, options, model=model)
-            _sync(device)
-            t0 = time.perf_counter()
-            summary = run.run()
-            _sync(device)
-            seconds = time.perf_counter() - t0
-            n = max(summary.processed, 1)
-            steps = 1 if ATTACKS[method].fixed_steps == 1 else config.iters
-            attack_per_image = summary.timings["attack"] / n
-            report.methods.append(
-                MethodTiming(
-                    method=method,
-                    images=summary.processed,
-                    seconds=seconds,
-                    images_per_s=summary.processed / seconds,
-                    seconds_per_image=seconds / n,
-                    stages={k: summary.timings.get(k, 0.0) / n for k in STAGES},
-                    attack_seconds_per_image=attack_per_image,
-                    efficiency=report.floor_seconds_per_image * steps / attack_per_image
-                    if attack_per_image > 0
-                    else math.nan,
-                    success_rate=None if math.isnan(summary.success_rate) else summary.success_rate,
-                )
-            )
-            logger.info("%s: %.3f s/image", method, seconds / n)
-    base = next((m for m in report.methods if m.method == "ifgm"), None)
-    for m in report.methods:
-        m.ratio_to_ifgm = m.seconds_per_image / base.seconds_per_image if base else None
+        report.methods.append(chosen)
     if config.reference:
         batches = _load_batches(Path(config.input), names, size, config.batch_size, device)
-        report.reference = reference_pgdl2(model, batches, config.delta, config.iters, device)
+        refs = [
+            reference_pgdl2(model, batches, config.delta, config.iters, device)
+            for _ in range(config.repeats)
+        ]
+        if refs[0] is not None:
+            report.reference = sorted(refs, key=lambda r: r["ifgm_over_pgdl2"])[
+                (len(refs) - 1) // 2
+            ]
     report.peak_rss_mb = peak_rss_mb()
     if device.type == "cuda":
         report.peak_cuda_mb = torch.cuda.max_memory_allocated(device) / 2**20
@@ -252,7 +288,12 @@ def format_report(report: BenchReport) -> str:
         f"model {c['model']}, device {report.device} ({report.threads} threads), batch "
         f"{c['batch_size']}, {c['limit']} images from {c['input']}, delta {c['delta']:g}, "
         f"T = {c['iters']}, workers {c['workers']}{', amp' if c['amp'] else ''}, "
-        f"superpixels {c.get('superpixel', 'slic')}",
+        f"superpixels {c.get('superpixel', 'slic')}"
+        + (
+            f", {c['repeats']} repeats (median run; x I-FGM: median of the paired ratios)"
+            if c.get("repeats", 1) > 1
+            else ""
+        ),
         f"floor (bare forward+backward): {report.floor_seconds_per_batch:.3f} s per batch, "
         f"{report.floor_seconds_per_image * 1000:.1f} ms per image",
         "",

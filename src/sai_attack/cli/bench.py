@@ -27,6 +27,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         amp=args.amp,
         reference=not args.no_reference,
         superpixel=args.superpixel,
+        repeats=args.repeats,
     )
     report = run_bench(config)
     print(format_report(report))
@@ -58,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--workers", type=int_at_least("--workers", 0), default=1,
                    help="loader worker processes (default 1)")  # fmt: skip
+    p.add_argument("--repeats", type=int_at_least("--repeats", 1), default=1,
+                   help="time every method this many times, in turn, and report the median "
+                   "(default 1)")  # fmt: skip
     p.add_argument("--superpixel", choices=list(SUPERPIXEL_ALGORITHMS), default="slic",
                    help="template algorithm of the superpixel methods (default slic)")  # fmt: skip
     p.add_argument("--amp", action="store_true", help="mixed precision attack passes")
