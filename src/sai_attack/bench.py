@@ -15,10 +15,13 @@ import json
 import logging
 import math
 import resource
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +39,8 @@ from sai_attack.pipeline import (
 from sai_attack.superpixels import SUPERPIXEL_ALGORITHMS
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 STAGES = ("load", "superpixels", "wait", "clean_forward", "attack", "encode", "evaluate")
 """Pipeline stages: decoding and resizing (worker processes), superpixel segmentation (workers),
@@ -185,10 +190,9 @@ def reference_pgdl2(
     return result
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+def _median_item(items: list[T], key: Callable[[T], float]) -> T:
+    """The item of median ``key`` (the lower one of the middle two for an even count)."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
 
 
 def _time_method(
@@ -231,14 +235,6 @@ def run_bench(config: BenchConfig) -> BenchReport:
     inputs = data.discover_inputs(config.input)
     names = inputs.names[: config.limit]
     floors = [forward_backward_floor(model, config.batch_size, size, device)]
-    report = BenchReport(
-        config=asdict(config),
-        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        threads=torch.get_num_threads(),
-        floor_seconds_per_batch=floors[0],
-        floor_seconds_per_image=floors[0] / config.batch_size,
-        versions=library_versions(),
-    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     # Repetitions run every method in turn, so a machine whose speed drifts slows all alike.
@@ -251,19 +247,26 @@ def run_bench(config: BenchConfig) -> BenchReport:
                 timing = _time_method(config, model, method, Path(tmp) / f"{method}-{r}", device)
                 runs[method].append(timing)
                 logger.info("%s: %.3f s/image", method, timing.seconds_per_image)
-    report.floor_seconds_per_batch = _median(floors)
-    report.floor_seconds_per_image = report.floor_seconds_per_batch / config.batch_size
+    floor = statistics.median(floors)
+    report = BenchReport(
+        config=asdict(config),
+        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        threads=torch.get_num_threads(),
+        floor_seconds_per_batch=floor,
+        floor_seconds_per_image=floor / config.batch_size,
+        versions=library_versions(),
+    )
     for method, timings in runs.items():
-        chosen = sorted(timings, key=lambda t: t.seconds_per_image)[(len(timings) - 1) // 2]
+        chosen = _median_item(timings, key=lambda t: t.seconds_per_image)
         chosen.repeat_seconds_per_image = [t.seconds_per_image for t in timings]
         steps = 1 if ATTACKS[method].fixed_steps == 1 else config.iters
         attack = chosen.attack_seconds_per_image
         chosen.efficiency = report.floor_seconds_per_image * steps / attack if attack else math.nan
         if "ifgm" in runs:  # paired ratios, one per repetition
-            chosen.ratio_to_ifgm = _median(
-                [t.seconds_per_image / b.seconds_per_image
-                 for t, b in zip(timings, runs["ifgm"], strict=True)]
-            )  # fmt: skip
+            chosen.ratio_to_ifgm = statistics.median(
+                t.seconds_per_image / b.seconds_per_image
+                for t, b in zip(timings, runs["ifgm"], strict=True)
+            )
         report.methods.append(chosen)
     if config.reference:
         batches = _load_batches(Path(config.input), names, size, config.batch_size, device)
@@ -272,9 +275,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
             for _ in range(config.repeats)
         ]
         if refs[0] is not None:
-            report.reference = sorted(refs, key=lambda r: r["ifgm_over_pgdl2"])[
-                (len(refs) - 1) // 2
-            ]
+            report.reference = _median_item(refs, key=lambda r: r["ifgm_over_pgdl2"])
     report.peak_rss_mb = peak_rss_mb()
     if device.type == "cuda":
         report.peak_cuda_mb = torch.cuda.max_memory_allocated(device) / 2**20

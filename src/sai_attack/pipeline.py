@@ -304,17 +304,19 @@ def _batches(items, batch_size: int):
         yield batch
 
 
-def _writer_threads(device: torch.device) -> int:
-    """Threads that encode and write PNGs.
+def _encode_in_writers(device: torch.device) -> bool:
+    """Whether the writer threads also encode the PNGs, not only write them.
 
-    On a GPU the CPU cores are free: PNGs are encoded in up to 8 threads (Pillow's zlib encoder
-    releases the GIL). On the CPU, PyTorch's threads already use every core and encoding next
-    to them would stall their parallel regions, so the main thread encodes between batches and
-    a single thread writes the files.
+    On a GPU the CPU cores are free, and Pillow's zlib encoder releases the GIL, so encoding
+    runs in parallel threads. On the CPU, PyTorch's threads already use every core and encoding
+    next to them would stall their parallel regions: the main thread encodes between batches.
     """
-    if device.type == "cpu":
-        return 1
-    return max(1, min(8, os.cpu_count() or 1))
+    return device.type != "cpu"
+
+
+def _writer_threads(device: torch.device) -> int:
+    """Threads that write the PNGs: up to 8 when they also encode them, else one."""
+    return max(1, min(8, os.cpu_count() or 1)) if _encode_in_writers(device) else 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -948,9 +950,9 @@ class AttackRun:
 
     def _save_png(self, path: Path, image: np.ndarray) -> Future:
         assert self._writer is not None, "the writer threads run only inside _loop"
-        if self.device.type == "cpu":  # see _writer_threads
-            return self._writer.submit(data.atomic_write_bytes, path, data.encode_png(image))
-        return self._writer.submit(data.save_png, path, image)
+        if _encode_in_writers(self.device):
+            return self._writer.submit(data.save_png, path, image)
+        return self._writer.submit(data.atomic_write_bytes, path, data.encode_png(image))
 
     @staticmethod
     def _template_bytes(result, i: int) -> bytes:
