@@ -32,12 +32,12 @@ from sai_attack.detection import (
     FeatureExtractor,
     FeatureSettings,
     detect_runs,
-    read_run,
     write_detection_outputs,
 )
 from sai_attack.detection import features as feature_module
-from sai_attack.detection.runs import details_markdown, table2_markdown
+from sai_attack.detection.reports import details_markdown, table2_markdown
 from sai_attack.detection.texture import analyze_run, texture_markdown
+from sai_attack.runs import read_run
 
 PAPER_TABLE2 = """| Generation method (paper, ImageNet) | δ = 2 | δ = 4 | δ = 6 | δ = 8 |
 | --- | --- | --- | --- | --- |

@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -226,19 +227,27 @@ def test_custom_loss_callable(tiny_model):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"delta": 0}, "delta must be a finite number > 0, got 0"),
-        ({"delta": -1}, "delta must be a finite number > 0, got -1"),
-        ({"steps": 0}, "steps \\(iters\\) must be an integer >= 1, got 0"),
-        ({"loss": "hinge"}, "unknown loss 'hinge'; use one of ce, cw or a callable"),
-        ({"budget": "loose"}, "unknown budget 'loose'; use one of within, exact"),
-        ({"phi": 1.5}, "phi must lie in \\[0, 1\\], got 1.5"),
-        ({"grad_mode": "median"}, "unknown grad_mode 'median'; use one of noise, mean, max"),
-        ({"superpixel": "quickshift"}, "unknown superpixel algorithm 'quickshift'"),
+        ({"delta": 0}, "delta must be a finite number in (0, 255], got 0"),
+        ({"delta": -1}, "delta must be a finite number in (0, 255], got -1"),
+        ({"delta": 1e300}, "delta must be a finite number in (0, 255], got 1e+300"),
+        ({"delta": float("nan")}, "delta must be a finite number, got nan"),
+        ({"steps": 0}, "steps must be an integer in [1, 100000], got 0"),
+        ({"steps": 2.5}, "steps must be an integer, got 2.5"),
+        ({"loss": "hinge"}, "loss 'hinge' is unknown; choose one of ce, cw"),
+        ({"budget": "loose"}, "budget 'loose' is unknown; choose one of within, exact"),
+        ({"phi": 1.5}, "phi must be a finite number in [0, 1], got 1.5"),
+        ({"grad_mode": "median"}, "grad_mode 'median' is unknown; choose one of noise, mean, max"),
+        (
+            {"superpixel": "quickshift"},
+            "superpixel 'quickshift' is unknown; "
+            "choose one of slic, slic-skimage, lsc, seeds, grid",
+        ),
+        ({"momentum": -1}, "momentum must be a finite number >= 0, got -1"),
     ],
 )
 def test_constructor_rejects_bad_parameters(kwargs, message, tiny_model):
-    with pytest.raises(ValueError, match=f"^{message}"):
-        SAIFGM(tiny_model, **kwargs)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        (MSAIFGM if "momentum" in kwargs else SAIFGM)(tiny_model, **kwargs)
 
 
 def test_run_rejects_bad_inputs(tiny_model):

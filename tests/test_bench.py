@@ -8,14 +8,30 @@ from sai_attack.cli import main
 
 
 def test_bench_config_validation():
-    with pytest.raises(ValueError, match="unknown method\\(s\\) pgd; choose from fgm, ifgm"):
+    with pytest.raises(ValueError, match="^method 'pgd' is unknown; choose one of fgm, ifgm"):
         BenchConfig(input=".", methods=("pgd",))
-    with pytest.raises(ValueError, match="--limit must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="^limit must be an integer >= 1, got 0$"):
         BenchConfig(input=".", limit=0)
+    with pytest.raises(ValueError, match="^repeats must be an integer >= 1, got 0$"):
+        BenchConfig(input=".", repeats=0)
     with pytest.raises(
-        ValueError, match="unknown superpixel algorithm 'quickshift'; choose one of slic,"
+        ValueError, match="^superpixel 'quickshift' is unknown; choose one of slic,"
     ):
-        BenchConfig(input=".", superpixel="quickshift")
+        BenchConfig(input=".", parameters={"superpixel": "quickshift"})
+    with pytest.raises(
+        ValueError, match="^batch_size must be an integer in \\[1, 65536\\], got 0$"
+    ):
+        BenchConfig(input=".", execution={"batch_size": 0})
+
+
+def test_bench_config_describes_every_setting_by_table_name():
+    config = BenchConfig(input=".", methods=("ifgm",), parameters={"delta": 2, "steps": 3})
+    described = config.describe()
+    assert described["delta"] == 2.0
+    assert described["steps"] == 3
+    assert described["batch_size"] == 16
+    assert described["methods"] == ["ifgm"]
+    assert "iters" not in described
 
 
 @pytest.mark.integration

@@ -26,17 +26,26 @@ def _folder_with_images(tmp_path, nips17, n=3):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--delta", "0"], "--delta must be > 0, got 0"),
-        (["--delta", "-2"], "--delta must be > 0, got -2"),
-        (["--delta", "abc"], "--delta must be a number, got 'abc'"),
-        (["--phi", "1.5"], "--phi must lie in [0, 1], got 1.5"),
-        (["--phi=-1/12"], "--phi must lie in [0, 1], got -1/12"),
-        (["--phi", "13/12"], "--phi must lie in [0, 1], got 13/12"),
-        (["--iters", "0"], "--iters must be >= 1, got 0"),
-        (["--merge-beta", "-1"], "--merge-beta must be >= 0, got -1"),
-        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
-        (["--method", "pgd"], "invalid choice: 'pgd'"),
-        (["--superpixel", "quickshift"], "invalid choice: 'quickshift'"),
+        (["--delta", "0"], "argument --delta: delta must be a finite number in (0, 255], got 0"),
+        (["--delta", "-2"], "argument --delta: delta must be a finite number in (0, 255], got -2"),
+        (
+            ["--delta", "1e300"],
+            "argument --delta: delta must be a finite number in (0, 255], got 1e300",
+        ),
+        (["--delta", "abc"], "argument --delta: delta must be a number, got 'abc'"),
+        (["--phi", "1.5"], "argument --phi: phi must be a finite number in [0, 1], got 1.5"),
+        (["--phi=-1/12"], "argument --phi: phi must be a finite number in [0, 1], got -1/12"),
+        (["--phi", "13/12"], "argument --phi: phi must be a finite number in [0, 1], got 13/12"),
+        (["--iters", "0"], "argument --iters: steps must be an integer in [1, 100000], got 0"),
+        (["--merge-beta", "-1"], "argument --merge-beta: merge_beta must be a finite number >= 0"),
+        (
+            ["--batch-size", "0"],
+            "argument --batch-size: batch_size must be an integer in [1, 65536]",
+        ),
+        (["--segments", "99999999999"], "argument --segments: n_segments must be an integer in"),
+        (["--superpixel-size", "5", "--segments", "9"], "not allowed with argument"),
+        (["--method", "pgd"], "argument --method: method 'pgd' is unknown; choose one of fgm,"),
+        (["--superpixel", "quickshift"], "superpixel 'quickshift' is unknown; choose one of slic,"),
     ],
 )
 def test_bad_parameters_exit_2_before_work(tmp_path, capsys, args, message):
@@ -55,8 +64,8 @@ def test_bad_parameters_exit_2_before_work(tmp_path, capsys, args, message):
     [
         (["--model", "nope"], "unknown model 'nope'; choose one of efficientnet-lite0"),
         (["--model", "torchvision:resnet18"], "needs --weights PATH"),
-        (["--device", "cuda:7"], "--device 'cuda:7' requested but CUDA is not available"),
-        (["--device", "banana"], "--device 'banana' is not a device"),
+        (["--device", "cuda:7"], "device 'cuda:7' requested but CUDA is not available"),
+        (["--device", "banana"], "device 'banana' is not a device"),
     ],
 )
 def test_bad_model_or_device_exit_2(tmp_path, capsys, args, message):

@@ -13,7 +13,7 @@ from conftest import textured_images
 from sai_attack import defenses as D
 from sai_attack.data import load_image
 
-SAMPLES = Path(D.__file__).parent / "samples"
+SAMPLES = Path(D.__file__).parents[1] / "samples"  # sai_attack/samples
 
 
 def _sample(size=None) -> torch.Tensor:

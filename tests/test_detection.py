@@ -19,6 +19,7 @@ from conftest import make_tiny_model
 from sai_attack import data
 from sai_attack.cli import main
 from sai_attack.detection import (
+    DetectionOptions,
     FeatureCache,
     FeatureExtractor,
     FeatureSettings,
@@ -29,12 +30,15 @@ from sai_attack.detection import (
     extract_image,
     load_detector,
     pair_split,
-    read_run,
+    run_label,
     save_detector,
 )
 from sai_attack.detection import classifiers as clf_module
 from sai_attack.detection import features as feat_module
+from sai_attack.detection.runs import merge_beta, superpixel_algorithm
 from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
+from sai_attack.runs import Run, read_run
+from sai_attack.runs.record import RunRecord
 
 SAMPLE = Path(data.__file__).parent / "samples" / "0ed355357757528d.png"
 
@@ -287,7 +291,7 @@ def test_pair_split_is_a_seeded_partition():
     assert len(pair_split(4, 0.99, 0, 0)[1]) == 1  # at least 1 test pair
     with pytest.raises(ValueError, match="need at least 4 clean/adversarial pairs, got 3"):
         pair_split(3, 0.5, 0, 0)
-    with pytest.raises(ValueError, match="--train-fraction must lie strictly between 0 and 1"):
+    with pytest.raises(ValueError, match="train_fraction must lie strictly between 0 and 1"):
         pair_split(10, 1.0, 0, 0)
 
 
@@ -337,9 +341,9 @@ def test_error_rates_and_accuracy_definition(monkeypatch):
     clean = np.stack([np.arange(8.0), np.ones(8)], axis=1)
     result = evaluate_pairs(clean, clean.copy(), "recording", splits=2)
     assert (result.p_fa, result.p_md, result.accuracy) == (1.0, 0.0, 0.5)
-    with pytest.raises(ValueError, match="--splits must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="^splits must be an integer >= 1, got 0"):
         evaluate_pairs(clean, clean, "recording", splits=0)
-    with pytest.raises(ValueError, match="--classifier must be one of fld, logreg"):
+    with pytest.raises(ValueError, match="^classifier must be one of fld, logreg"):
         evaluate_pairs(clean, clean, "svm")
     with pytest.raises(ValueError, match="same shape"):
         evaluate_pairs(clean, clean[:5], "recording")
@@ -497,7 +501,7 @@ def tiny_runs(tmp_path_factory):
     model = make_tiny_model()
     runs = {}
     for name, method in [("ifgm-d8", "ifgm"), ("sai-d8", "sai-fgm")]:
-        cfg = AttackConfig(method=method, model="tiny", delta=8, image_size=32, iters=3)
+        cfg = AttackConfig(method=method, model="tiny", delta=8, image_size=32, steps=3)
         opts = RunOptions(workers=0, batch_size=12, save_templates=True)
         AttackRun(inputs, root / name, cfg, opts, model=model).run()
         runs[name] = root / name
@@ -514,16 +518,48 @@ def test_read_run_pairs_by_output_and_skips_bad_rows(tiny_runs, tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    run = read_run(run_dir)
+    run = read_run(run_dir, require_items=False)
     assert len(run) == 10
     assert run.method == "sai-fgm"
     assert run.delta == 8
-    assert run.merge_beta == 0
-    assert run.label == "SAI-FGM (β=0)"
-    for stem, c, a in zip(run.stems, run.clean, run.adversarial, strict=True):
-        assert c == run_dir / "clean" / f"{stem}.png"
-        assert a == run_dir / "images" / f"{stem}.png"
-    assert rows[0]["output"] not in {f"images/{s}.png" for s in run.stems}
+    assert merge_beta(run) == 0
+    assert superpixel_algorithm(run) == "slic"
+    assert run_label(run) == "SAI-FGM (β=0)"
+    for item in run.items:
+        assert item.clean == run_dir / "clean" / f"{item.stem}.png"
+        assert item.adversarial == run_dir / "images" / f"{item.stem}.png"
+    assert rows[0]["output"] not in {f"images/{it.stem}.png" for it in run.items}
+
+
+@pytest.mark.parametrize(
+    ("method", "parameters", "label"),
+    [
+        ("ifgm", {"merge_beta": 2.0, "superpixel": "lsc"}, "I-FGM"),
+        ("sai-fgm", {"merge_beta": 2.0, "superpixel": "slic"}, "SAI-FGM (β=2)"),
+        ("sai-fgm", {"merge_beta": 0.0, "superpixel": "lsc"}, "SAI-FGM (LSC, β=0)"),
+        ("m-sai-fgm", {"superpixel": "seeds"}, "M-SAI-FGM (SEEDS)"),
+        ("", {}, "folder"),
+    ],
+)
+def test_run_label_names_the_superpixel_settings_of_superpixel_methods(method, parameters, label):
+    run = Run(Path("folder"), "folder", RunRecord(method=method, parameters=parameters))
+    assert run_label(run) == label
+    if method == "ifgm":
+        assert (merge_beta(run), superpixel_algorithm(run)) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seed": -1}, "^seed must be an integer in"),
+        ({"workers": -1}, "^workers must be an integer >= 0, got -1"),
+        ({"splits": 0}, "^splits must be an integer >= 1, got 0"),
+        ({"train_fraction": 0.0}, "^train_fraction must lie strictly between 0 and 1, got 0.0"),
+    ],
+)
+def test_detection_options_name_the_bad_parameter(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DetectionOptions(**kwargs)
 
 
 def test_cli_detect_writes_table2_outputs(tiny_runs, tmp_path, capsys):
@@ -614,8 +650,10 @@ def test_cli_detect_skips_runs_with_too_few_pairs(tiny_runs, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--splits", "0"], "--splits must be >= 1, got 0"),
-        (["--train-fraction", "1"], "--train-fraction must lie strictly between 0 and 1, got 1"),
+        (["--splits", "0"], "splits must be an integer >= 1, got 0"),
+        (["--train-fraction", "1"], "train_fraction must lie strictly between 0 and 1, got 1.0"),
+        (["--train-fraction", "x"], "train_fraction must be a number, got 'x'"),
+        (["--workers", "-1"], "workers must be an integer >= 0, got -1"),
         (["--features", "lbp"], "invalid choice: 'lbp'"),
         (["--classifier", "svm"], "invalid choice: 'svm'"),
     ],
@@ -629,4 +667,4 @@ def test_cli_detect_bad_options_exit_2(tmp_path, capsys, args, message):
 
 def test_cli_detect_not_a_run_folder_exit_2(tmp_path, capsys):
     assert main(["detect", str(tmp_path), "--out", str(tmp_path / "o"), "--no-cache"]) == 2
-    assert "is not a run folder (no results.csv)" in capsys.readouterr().err
+    assert "is not a run folder: results.csv is missing" in capsys.readouterr().err

@@ -12,7 +12,9 @@ from sai_attack import defenses as D
 from sai_attack import evaluation as ev
 from sai_attack.cli import main
 from sai_attack.data import load_image, save_png, to_tensor, to_uint8
-from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions, image_seed
+from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
+from sai_attack.runs import RunFolderError, read_run
+from sai_attack.runtime import image_seed
 
 DEFENSES = ["resize:1.5..2.5:0.5", "avgpool:3,5", "maxpool:3", "bitdepth:3", "tvm", "jpeg:60"]
 
@@ -71,7 +73,7 @@ def runs(tmp_path_factory):
         ("ifgm-targeted", "ifgm", True),
     ):
         cfg = AttackConfig(
-            method=method, model="tiny", delta=6, image_size=32, iters=3, targeted=targeted
+            method=method, model="tiny", delta=6, image_size=32, steps=3, targeted=targeted
         )
         AttackRun(inputs, root / name, cfg, opts, model=model).run()
         out[name] = root / name
@@ -237,7 +239,7 @@ def test_runs_without_labels_use_the_clean_prediction(runs, tmp_path):
     info = result.runs[0]
     assert info.label_source == "clean prediction"
     assert len(info.items) == 7
-    assert info.missing == ["img07.png"]
+    assert [m.split(":")[0] for m in info.missing] == ["img07.png"]
     row = result.row("nolabels", "tiny", "none")
     # Against its own clean prediction every image is "correct" on the attacked model.
     assert row["n"] == 7
@@ -245,16 +247,67 @@ def test_runs_without_labels_use_the_clean_prediction(runs, tmp_path):
 
 
 def test_bad_inputs(tmp_path, runs):
-    with pytest.raises(FileNotFoundError, match="run folder .*nope' does not exist"):
-        ev.load_run(tmp_path / "nope")
+    with pytest.raises(RunFolderError, match="run folder .*nope' does not exist"):
+        read_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ev.EvaluationError, match="is not a run folder: results.csv is missing"):
-        ev.load_run(tmp_path / "empty")
+    with pytest.raises(RunFolderError, match="is not a run folder: results.csv is missing"):
+        ev.evaluate_folders([tmp_path / "empty"], {"tiny": make_tiny_model()}, [])
+    with pytest.raises(RunFolderError, match="no run folder given"):
+        ev.evaluate_folders([], {"tiny": make_tiny_model()}, [])
     with pytest.raises(ValueError, match="unknown defense 'blur'"):
         ev.evaluate_folders([runs["ifgm"]], {"tiny": make_tiny_model()}, ["blur:3"])
     # The default model is the one the run attacked; "tiny" is not a loadable name.
     with pytest.raises(ValueError, match="unknown target 'tiny'"):
         ev.evaluate_folders([runs["ifgm"]], None, [])
+    run = read_run(runs["ifgm"])
+    with pytest.raises(ev.EvaluationError, match="models is empty"):
+        ev.load_targets([" "], [run])
+    with pytest.raises(ev.EvaluationError, match="no model to evaluate on"):
+        ev.evaluate([run], [], [])
+    tiny = ev.Target("tiny", "tiny", make_tiny_model())
+    with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 65536\], got 0"):
+        ev.evaluate([run], [tiny], [], batch_size=0)
+
+
+def _schema1_records(folder):
+    """summary.json and run.json as the previous version (f20f404, no "schema") wrote them."""
+    config = {
+        "method": "ifgm", "model": "tiny", "weights": None, "delta": 6.0, "iters": 3,
+        "superpixel": "slic", "superpixel_size": 5.0, "segments": None, "compactness": 20.0,
+        "merge_beta": 0.0, "phi": 4 / 12, "attention": "auto", "align_mask": True,
+        "grad_mode": "noise", "momentum": 1.0, "loss": "ce", "budget": None, "targeted": True,
+        "attack_prediction": False, "image_size": 32, "seed": 0,
+    }  # fmt: skip
+    attack = {"method": "ifgm", "delta": 6.0, "steps": 3, "loss": "ce", "targeted": True,
+              "budget": "within", "seed": 0}  # fmt: skip
+    summary = {"method": "ifgm", "model": "tiny", "parameters": attack, "config": config,
+               "counts": {"inputs": 8, "ok": 8}, "success_rate": None}  # fmt: skip
+    record = {"config": config, "attack": attack, "model": "tiny", "input": "inputs",
+              "image_size": 32}  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "run.json").write_text(json.dumps(record))
+
+
+def test_reads_a_run_folder_of_the_previous_version(runs, tmp_path):
+    old = tmp_path / "old-schema"
+    shutil.copytree(runs["ifgm-targeted"], old)
+    _schema1_records(old)
+    result = ev.evaluate_folders([old], {"tiny": make_tiny_model()}, ["jpeg:60"], batch_size=3)
+    run = result.runs[0]
+    assert run.record.schema == 1
+    assert (run.method, run.model, run.delta, run.targeted) == ("ifgm", "tiny", 6.0, True)
+    assert len(run.items) == 8
+    for spec in ("none", "jpeg:60"):
+        row = result.row("old-schema", "tiny", spec)
+        assert (row["method"], row["delta"], row["targeted"]) == ("ifgm", 6.0, True)
+        expected = _hand_computed(old, make_tiny_model(), D.parse_defense(spec), targeted=True)
+        assert (row["n"], row["successes"]) == expected
+    assert result.row("old-schema", "tiny", "none")["setting"] == "white-box"
+    described = json.loads(ev.results_json(result))["runs"][0]
+    assert described["method"] == "ifgm"
+    assert described["delta"] == 6.0
+    assert described["targeted"] is True
+    assert "| old-schema (I-FGM, δ=6) |" in ev.results_markdown(result)
 
 
 def _export_tiny(path):
@@ -304,8 +357,13 @@ def test_cli_evaluate_with_an_onnx_target(runs, tmp_path, capsys):
         (["--defenses", "jpeg:0"], "jpeg quality q must be an integer in 1..100, got 0"),
         (["--defenses", "resize"], "defense 'resize' needs its parameter gamma"),
         (["--models", "tflite:/nonexistent.tflite"], "TFLite model file '/nonexistent.tflite'"),
-        (["--label-offset", "x"], "--label-offset must be 'auto' or an integer >= 0, got 'x'"),
-        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--label-offset", "x"], "label_offset must be 'auto' or an integer >= 0, got 'x'"),
+        (["--label-offset", "-1"], "label_offset must be 'auto' or an integer >= 0, got '-1'"),
+        (["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+        (
+            ["--batch-size", "0"],
+            "argument --batch-size: batch_size must be an integer in [1, 65536], got 0",
+        ),
     ],
 )
 def test_cli_bad_arguments_exit_2(runs, tmp_path, capsys, args, message):

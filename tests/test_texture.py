@@ -84,7 +84,7 @@ def texture_runs(tmp_path_factory):
     model = make_tiny_model()
     out = {}
     for name, method, templates in [("sai", "sai-fgm", True), ("ifgm", "ifgm", False)]:
-        cfg = AttackConfig(method=method, model="tiny", delta=8, image_size=32, iters=2)
+        cfg = AttackConfig(method=method, model="tiny", delta=8, image_size=32, steps=2)
         opts = RunOptions(workers=0, batch_size=4, save_templates=templates)
         AttackRun(inputs, root / name, cfg, opts, model=model).run()
         out[name] = root / name
@@ -112,17 +112,21 @@ def test_analyze_run_computes_attention_without_templates(texture_runs):
     runs, model = texture_runs
     report = analyze_run(runs["ifgm"], model=model, phi=0.5)
     assert {r["source"] for r in report.images} == {"computed attention"}
-    run = report.run
-    x = data.to_tensor([data.load_image(p) for p in run.clean])
-    att = attention_map(model, x, torch.tensor(run.clean_pred))
+    items = report.run.items
+    x = data.to_tensor([data.load_image(it.clean) for it in items])
+    att = attention_map(model, x, torch.tensor([it.clean_pred for it in items]))
     expected = (att[:, 0] >= 0.5).float().mean(dim=(1, 2)).numpy()
     np.testing.assert_allclose([r["fg_fraction"] for r in report.images], expected)
     # I-FGM perturbs everywhere: both regions get perturbation energy.
     assert 0 < report.energy_fg < 1
-    with pytest.raises(ValueError, match="--foreground mask needs"):
+    with pytest.raises(ValueError, match="^foreground='mask' needs .* with a 'mask' array"):
         analyze_run(runs["ifgm"], model=model, foreground="mask")
-    with pytest.raises(ValueError, match="--phi must lie in"):
+    with pytest.raises(ValueError, match=r"^phi must be a finite number in \[0, 1\], got 2.0"):
         analyze_run(runs["ifgm"], model=model, phi=2.0)
+    with pytest.raises(ValueError, match="^foreground must be one of attention, mask"):
+        analyze_run(runs["ifgm"], foreground="edges")
+    with pytest.raises(ValueError, match="^limit must be an integer >= 1, got 0"):
+        analyze_run(runs["ifgm"], limit=0)
 
 
 def test_cli_texture_writes_tables(texture_runs, tmp_path, capsys):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +19,8 @@ import torch
 from sai_attack import data
 from sai_attack.attention import attention_map
 from sai_attack.models import ImageClassifier
-from sai_attack.pipeline import STATUS_OK, read_results
+from sai_attack.pipeline.loading import batches
+from sai_attack.runs import read_run
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def foreground_background_split(
 
     The perturbation is the difference of the saved 8-bit adversarial and clean images, so the
     parts are exact 8-bit images too. The attention map is the model's CAM (or Grad-CAM) of the
-    image's label on the clean image.
+    image's label (the clean prediction for runs without labels) on the clean image.
 
     Args:
         run_dir: A run folder of ``sai-attack attack``.
@@ -85,25 +85,16 @@ def foreground_background_split(
     Returns:
         The :class:`SplitResult`.
     """
-    run_dir = Path(run_dir)
-    rows = [
-        r
-        for r in read_results(run_dir / "results.csv")
-        if r["status"] == STATUS_OK and (images is None or r["image"] in images)
-    ]
+    run = read_run(run_dir, require_items=False)
+    items = [it for it in run.items if images is None or it.image in images]
     dev = torch.device(device)
     model = model.to(dev).eval()
     total = SplitResult(0, 0, 0, 0, 0.0, 0.0)
     deltas: dict[str, list[float]] = {"foreground": [], "background": []}
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        clean = np.stack(
-            [data.load_image(run_dir / "clean" / Path(r["output"]).name) for r in chunk]
-        )
-        adv = np.stack([data.load_image(run_dir / r["output"]) for r in chunk])
-        labels = torch.tensor(
-            [int(r["label"]) if r["label"] else int(r["clean_pred"]) for r in chunk], device=dev
-        )
+    for chunk in batches(items, batch_size):
+        clean = np.stack([data.load_image(it.clean) for it in chunk])
+        adv = np.stack([data.load_image(it.adversarial) for it in chunk])
+        labels = torch.tensor([it.reference for it in chunk], device=dev)
         x = data.to_tensor(clean).to(dev)  # (B, 3, H, W)
         att = attention_map(model, x, labels)[:, 0].cpu().numpy()  # (B, H, W)
         diff = adv.astype(np.int16) - clean.astype(np.int16)  # (B, H, W, 3)
@@ -126,6 +117,6 @@ def foreground_background_split(
         for k, v in parts.items():
             d = v.astype(np.float64) - clean
             deltas[k] += list(np.sqrt((d**2).reshape(len(chunk), -1).mean(axis=1)))
-    total.delta_eff_foreground = float(np.mean(deltas["foreground"])) if rows else float("nan")
-    total.delta_eff_background = float(np.mean(deltas["background"])) if rows else float("nan")
+    total.delta_eff_foreground = float(np.mean(deltas["foreground"])) if items else float("nan")
+    total.delta_eff_background = float(np.mean(deltas["background"])) if items else float("nan")
     return total

@@ -14,11 +14,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sai_attack import options
 from sai_attack import superpixels as sp
 from sai_attack.models import ImageClassifier
 
 ATTENTION_METHODS = ("auto", "cam", "gradcam")
-DEFAULT_PHI = 4.0 / 12.0
+"""Attention methods by name; ``auto`` resolves to one of the others (:func:`resolve_method`)."""
+options.register_choices("attention", ATTENTION_METHODS)
+
+
+def resolve_method(method: str, model: nn.Module) -> str:
+    """The attention method that ``method`` means for ``model``: ``cam`` or ``gradcam``.
+
+    ``auto`` is CAM where the model has a GAP + linear head (``supports_cam``), else Grad-CAM.
+    This is the one place that decides it: the attacks and the pipeline both ask here.
+
+    Raises:
+        ValueError: ``method`` is unknown, or ``cam`` for a model without a GAP + linear head.
+    """
+    method = options.check("attention", method)
+    supports_cam = bool(getattr(model, "supports_cam", False))
+    if method == "auto":
+        return "cam" if supports_cam else "gradcam"
+    if method == "cam" and not supports_cam:
+        name = getattr(model, "name", type(model).__name__)
+        raise ValueError(f"model {name!r} has no GAP + linear head; use attention='gradcam'")
+    return method
 
 
 def normalize_minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -108,14 +129,11 @@ def attention_map(
     Returns:
         (B, 1, H, W) maps in [0, 1].
     """
-    if method not in ATTENTION_METHODS:
-        raise ValueError(f"unknown attention method {method!r}; use {', '.join(ATTENTION_METHODS)}")
+    method = resolve_method(method, model)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(images.shape)}")
-    if method == "gradcam" or (method == "auto" and not model.supports_cam):
+    if method == "gradcam":
         return grad_cam(model, images, classes)
-    if not model.supports_cam:
-        raise ValueError(f"model {model.name!r} has no GAP + linear head; use attention='gradcam'")
     with torch.no_grad():
         _, feats = model.forward_features(images)
     return cam_from_features(feats, model.cam_weights(), classes, tuple(images.shape[-2:]))
@@ -123,7 +141,7 @@ def attention_map(
 
 def binarize(attention: torch.Tensor, phi: float) -> torch.Tensor:
     """Binarise attention maps at ``phi`` (paper Eq. 2): 1 where ``m >= phi``, else 0."""
-    _check_phi(phi)
+    options.check("phi", phi)
     return (attention >= phi).to(attention.dtype)
 
 
@@ -138,16 +156,11 @@ def superpixel_mask(attention: torch.Tensor, labels: torch.Tensor, phi: float) -
     Returns:
         (B, 1, H, W) mask in {0, 1}, constant inside every superpixel.
     """
-    _check_phi(phi)
+    options.check("phi", phi)
     num = int(labels.max()) + 1
     mean = sp.reduce(attention, labels, num, "mean")  # (B, 1, K)
     keep = (mean >= phi).to(attention.dtype)
     return sp.fill(keep, labels)
-
-
-def _check_phi(phi: float) -> None:
-    if not 0.0 <= phi <= 1.0:
-        raise ValueError(f"phi must lie in [0, 1], got {phi}")
 
 
 @dataclass(frozen=True)
@@ -161,16 +174,14 @@ class AttentionConfig:
             constant inside every superpixel; otherwise the mask is cut per pixel as in Eq. 2.
     """
 
-    phi: float = DEFAULT_PHI
-    method: str = "auto"
-    align: bool = True
+    phi: float = options.default("phi")
+    method: str = options.default("attention")
+    align: bool = options.default("align_mask")
 
     def __post_init__(self) -> None:
-        _check_phi(self.phi)
-        if self.method not in ATTENTION_METHODS:
-            raise ValueError(
-                f"unknown attention method {self.method!r}; use {', '.join(ATTENTION_METHODS)}"
-            )
+        object.__setattr__(self, "phi", options.check("phi", self.phi))
+        object.__setattr__(self, "method", options.check("attention", self.method))
+        object.__setattr__(self, "align", options.check("align_mask", self.align))
 
     def mask(self, attention: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Binarise (and align, when labels are given and ``align`` is set) attention maps."""

@@ -21,69 +21,69 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 
-from sai_attack import data
+from sai_attack import data, options
 from sai_attack.attacks import ATTACKS, IFGM, epsilon
-from sai_attack.models import DEFAULT_MODEL, ImageClassifier, load_model
-from sai_attack.pipeline import (
-    AttackConfig,
-    AttackRun,
-    RunOptions,
-    library_versions,
-    resolve_device,
-)
-from sai_attack.superpixels import SUPERPIXEL_ALGORITHMS
+from sai_attack.models import ImageClassifier, load_model
+from sai_attack.pipeline import STAGES, AttackConfig, AttackRun, RunOptions
+from sai_attack.runtime import library_versions, resolve_device
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-STAGES = ("load", "superpixels", "wait", "clean_forward", "attack", "encode", "evaluate")
-"""Pipeline stages: decoding and resizing (worker processes), superpixel segmentation (workers),
-time the main loop waited for workers, clean prediction + CAM, attack iterations, quantising and
-PNG encoding (files are written by a background thread), prediction on the saved images."""
-
 
 @dataclass
 class BenchConfig:
-    """What to benchmark."""
+    """What to benchmark.
+
+    Attributes:
+        input: An image folder.
+        methods: The methods to time, in this order.
+        limit: Number of images.
+        repeats: Time every method this many times, in turn; the median run is reported.
+        reference: Also time torchattacks' ``PGDL2`` on the same batches.
+        parameters: Attack options (names of the option table) shared by every method.
+        execution: Execution options (``batch_size``, ``device``, ``workers``, ``amp``).
+    """
 
     input: str
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
     methods: tuple[str, ...] = tuple(ATTACKS)
-    batch_size: int = 16
-    device: str = "cpu"
     limit: int = 64
-    iters: int = 10
-    delta: float = 4.0
-    workers: int = 1
-    amp: bool = False
-    reference: bool = True
-    superpixel: str = "slic"
     repeats: int = 1
+    reference: bool = True
+    parameters: dict[str, Any] = field(default_factory=dict)
+    execution: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in ATTACKS]
-        if unknown:
-            raise ValueError(
-                f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ATTACKS)}"
-            )
-        if self.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {self.limit}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.repeats < 1:
-            raise ValueError(f"--repeats must be >= 1, got {self.repeats}")
-        if self.superpixel not in SUPERPIXEL_ALGORITHMS:
-            raise ValueError(
-                f"unknown superpixel algorithm {self.superpixel!r}; "
-                f"choose one of {', '.join(SUPERPIXEL_ALGORITHMS)}"
-            )
+        self.methods = tuple(options.check("method", m) for m in self.methods)
+        self.limit = options.check("limit", self.limit)
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be an integer >= 1, got {self.repeats!r}")
+        self.attack_config()  # validates the parameters
+        self.run_options()
+
+    def attack_config(self, method: str | None = None) -> Any:
+        """The :class:`~sai_attack.pipeline.AttackConfig` of ``method`` (default: the first)."""
+        return AttackConfig(**{**self.parameters, "method": method or self.methods[0]})
+
+    def run_options(self) -> Any:
+        """The :class:`~sai_attack.pipeline.RunOptions` of every timed run."""
+        return RunOptions(**{**self.execution, "limit": self.limit, "progress": False})
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting, flat, for the report."""
+        attack = self.attack_config().record()
+        attack.pop("method")
+        execution = {k: v for k, v in asdict(self.run_options()).items() if k != "progress"}
+        return {
+            "input": self.input, "methods": list(self.methods), "repeats": self.repeats,
+            "reference": self.reference, **attack, **execution,
+        }  # fmt: skip
 
 
 @dataclass
@@ -199,15 +199,7 @@ def _time_method(
     config: BenchConfig, model: ImageClassifier, method: str, out: Path, device: torch.device
 ) -> MethodTiming:
     """One timed run of ``method`` through the attack pipeline (efficiency filled in later)."""
-    attack_config = AttackConfig(
-        method=method, model=config.model, weights=config.weights,
-        delta=config.delta, iters=config.iters, superpixel=config.superpixel,
-    )  # fmt: skip
-    options = RunOptions(
-        batch_size=config.batch_size, device=config.device, workers=config.workers,
-        limit=config.limit, progress=False, amp=config.amp,
-    )  # fmt: skip
-    run = AttackRun(config.input, out, attack_config, options, model=model)
+    run = AttackRun(config.input, out, config.attack_config(method), config.run_options(), model)
     _sync(device)
     t0 = time.perf_counter()
     summary = run.run()
@@ -229,12 +221,13 @@ def _time_method(
 
 def run_bench(config: BenchConfig) -> BenchReport:
     """Benchmark every method of ``config`` and return the report."""
-    device = resolve_device(config.device)
-    model = load_model(config.model, config.weights).to(device).eval()
+    settings, execution = config.attack_config(), config.run_options()
+    device = resolve_device(execution.device)
+    model = load_model(settings.model, settings.weights).to(device).eval()
     size = model.input_size or 224
     inputs = data.discover_inputs(config.input)
     names = inputs.names[: config.limit]
-    floors = [forward_backward_floor(model, config.batch_size, size, device)]
+    floors = [forward_backward_floor(model, execution.batch_size, size, device)]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     # Repetitions run every method in turn, so a machine whose speed drifts slows all alike.
@@ -242,24 +235,24 @@ def run_bench(config: BenchConfig) -> BenchReport:
     with tempfile.TemporaryDirectory(prefix="sai-bench-") as tmp:
         for r in range(config.repeats):
             if r:
-                floors.append(forward_backward_floor(model, config.batch_size, size, device))
+                floors.append(forward_backward_floor(model, execution.batch_size, size, device))
             for method in config.methods:
                 timing = _time_method(config, model, method, Path(tmp) / f"{method}-{r}", device)
                 runs[method].append(timing)
                 logger.info("%s: %.3f s/image", method, timing.seconds_per_image)
     floor = statistics.median(floors)
     report = BenchReport(
-        config=asdict(config),
+        config=config.describe(),
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         threads=torch.get_num_threads(),
         floor_seconds_per_batch=floor,
-        floor_seconds_per_image=floor / config.batch_size,
+        floor_seconds_per_image=floor / execution.batch_size,
         versions=library_versions(),
     )
     for method, timings in runs.items():
         chosen = _median_item(timings, key=lambda t: t.seconds_per_image)
         chosen.repeat_seconds_per_image = [t.seconds_per_image for t in timings]
-        steps = 1 if ATTACKS[method].fixed_steps == 1 else config.iters
+        steps = config.attack_config(method).build_attack(model).steps
         attack = chosen.attack_seconds_per_image
         chosen.efficiency = report.floor_seconds_per_image * steps / attack if attack else math.nan
         if "ifgm" in runs:  # paired ratios, one per repetition
@@ -269,9 +262,9 @@ def run_bench(config: BenchConfig) -> BenchReport:
             )
         report.methods.append(chosen)
     if config.reference:
-        batches = _load_batches(Path(config.input), names, size, config.batch_size, device)
+        batches = _load_batches(Path(config.input), names, size, execution.batch_size, device)
         refs = [
-            reference_pgdl2(model, batches, config.delta, config.iters, device)
+            reference_pgdl2(model, batches, settings.delta, settings.steps, device)
             for _ in range(config.repeats)
         ]
         if refs[0] is not None:
@@ -288,7 +281,7 @@ def format_report(report: BenchReport) -> str:
     lines = [
         f"model {c['model']}, device {report.device} ({report.threads} threads), batch "
         f"{c['batch_size']}, {c['limit']} images from {c['input']}, delta {c['delta']:g}, "
-        f"T = {c['iters']}, workers {c['workers']}{', amp' if c['amp'] else ''}, "
+        f"T = {c['steps']}, workers {c['workers']}{', amp' if c['amp'] else ''}, "
         f"superpixels {c.get('superpixel', 'slic')}"
         + (
             f", {c['repeats']} repeats (median run; x I-FGM: median of the paired ratios)"

@@ -13,7 +13,9 @@ import numpy as np
 
 from sai_attack import data
 from sai_attack.models import DEFAULT_MODEL, load_model
-from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions, read_results, resolve_device
+from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
+from sai_attack.runs import read_results
+from sai_attack.runtime import resolve_device
 from sai_attack.visualize import ComparisonRow, comparison_figure, imagenet_classes
 
 logger = logging.getLogger(__name__)

@@ -25,10 +25,9 @@ from scipy.sparse.csgraph import connected_components
 from skimage.color import rgb2lab
 from skimage.segmentation import slic as _skimage_slic
 
-logger = logging.getLogger(__name__)
+from sai_attack import options
 
-DEFAULT_SIZE = 5
-DEFAULT_COMPACTNESS = 20.0
+logger = logging.getLogger(__name__)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -44,8 +43,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 def num_segments_for(shape: tuple[int, int], size: float) -> int:
     """The superpixel count K = H*W / S^2 for superpixel size S (at least 1)."""
-    if size <= 0:
-        raise ValueError(f"superpixel size must be > 0, got {size}")
+    options.check("superpixel_size", size)
     return max(1, round(shape[0] * shape[1] / (size * size)))
 
 
@@ -146,6 +144,7 @@ Achanta et al.'s SLIC with the same distance, but scikit-image searches a 4S x 4
 each centre instead of 2S x 2S and takes about 2.5 times as long. ``lsc`` and ``seeds`` are
 OpenCV's LSC and SEEDS; ``grid`` is a regular grid of S x S blocks.
 """
+options.register_choices("superpixel", SUPERPIXEL_ALGORITHMS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,11 +222,11 @@ def merge_similar(image: np.ndarray, labels: np.ndarray, beta: float) -> np.ndar
 
 def segment(
     image: np.ndarray,
-    algorithm: str = "slic",
-    size: float | None = DEFAULT_SIZE,
-    n_segments: int | None = None,
-    compactness: float = DEFAULT_COMPACTNESS,
-    merge_beta: float = 0.0,
+    algorithm: str = options.default("superpixel"),
+    size: float | None = options.default("superpixel_size"),
+    n_segments: int | None = options.default("n_segments"),
+    compactness: float = options.default("compactness"),
+    merge_beta: float = options.default("merge_beta"),
 ) -> np.ndarray:
     """Compute a superpixel template.
 
@@ -247,10 +246,10 @@ def segment(
         >>> segment(img, "grid", size=4).max() + 1
         4
     """
-    SuperpixelConfig(algorithm, size, n_segments, compactness, merge_beta)  # validates
+    config = SuperpixelConfig(algorithm, size, n_segments, compactness, merge_beta)  # validates
     image = _check_image(image)
     h, w = image.shape[:2]
-    k = n_segments if n_segments is not None else num_segments_for((h, w), size or DEFAULT_SIZE)
+    k = n_segments if n_segments is not None else num_segments_for((h, w), config.size)
     s = math.sqrt(h * w / k)
     labels = relabel(np.asarray(SUPERPIXEL_ALGORITHMS[algorithm](image, k, s, compactness)))
     if merge_beta > 0:
@@ -270,26 +269,21 @@ class SuperpixelConfig:
         merge_beta: Adaptive merging threshold (Delta E 76), 0 disables it.
     """
 
-    algorithm: str = "slic"
-    size: float | None = DEFAULT_SIZE
-    n_segments: int | None = None
-    compactness: float = DEFAULT_COMPACTNESS
-    merge_beta: float = 0.0
+    algorithm: str = options.default("superpixel")
+    size: float | None = options.default("superpixel_size")
+    n_segments: int | None = options.default("n_segments")
+    compactness: float = options.default("compactness")
+    merge_beta: float = options.default("merge_beta")
 
     def __post_init__(self) -> None:
-        if self.algorithm not in SUPERPIXEL_ALGORITHMS:
-            raise ValueError(
-                f"unknown superpixel algorithm {self.algorithm!r}; "
-                f"choose one of {', '.join(SUPERPIXEL_ALGORITHMS)}"
-            )
-        if self.n_segments is not None and self.n_segments < 1:
-            raise ValueError(f"n_segments must be >= 1, got {self.n_segments}")
-        if self.n_segments is None and (self.size is None or self.size <= 0):
-            raise ValueError(f"superpixel size must be > 0, got {self.size}")
-        if self.compactness <= 0:
-            raise ValueError(f"compactness must be > 0, got {self.compactness}")
-        if self.merge_beta < 0:
-            raise ValueError(f"merge beta must be >= 0, got {self.merge_beta}")
+        # Validated by the option table; a size is only needed (and kept) without a count.
+        set_ = object.__setattr__
+        set_(self, "algorithm", options.check("superpixel", self.algorithm))
+        set_(self, "n_segments", options.check("n_segments", self.n_segments))
+        size = None if self.n_segments is not None and self.size is None else self.size
+        set_(self, "size", None if size is None else options.check("superpixel_size", size))
+        set_(self, "compactness", options.check("compactness", self.compactness))
+        set_(self, "merge_beta", options.check("merge_beta", self.merge_beta))
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Segment an (H, W, 3) image; see :func:`segment`."""

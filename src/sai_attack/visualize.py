@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from sai_attack.report import new_figure
 
 
 def imagenet_classes() -> list[str]:
@@ -61,24 +63,18 @@ class ComparisonRow:
     mask: np.ndarray | None = None
 
 
-def comparison_figure(
-    rows: Sequence[ComparisonRow],
-    path: str | os.PathLike,
-    zoom: int = 64,
-    dpi: int = 110,
-) -> None:
-    """Save the Fig. 1/7-style grid: clean | adversarials | amplified perturbations | templates.
+def comparison_figure(rows: Sequence[ComparisonRow], zoom: int = 64, dpi: int = 110) -> Figure:
+    """The Fig. 1/7-style grid: clean | adversarials | amplified perturbations | templates.
 
     Every perturbation of a row is amplified with the same scale so they compare fairly, and a
-    zoomed crop from the image centre shows the texture of each adversarial image.
+    zoomed crop from the image centre shows the texture of each adversarial image. Render it
+    with :func:`sai_attack.report.figure_png`.
+
+    Raises:
+        ValueError: ``rows`` is empty.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not rows:
-        raise ValueError("comparison_figure needs at least one row")
+        raise ValueError("rows must hold at least one ComparisonRow")
     methods = list(rows[0].adversarial)
     columns = ["clean", *methods]
     columns += [f"{m} zoom" for m in methods]
@@ -86,9 +82,8 @@ def comparison_figure(
     has_sp = any(r.superpixels is not None for r in rows)
     has_mask = any(r.mask is not None for r in rows)
     columns += ["superpixels"] * has_sp + ["attention mask"] * has_mask
-    fig, axes = plt.subplots(
-        len(rows), len(columns), figsize=(1.9 * len(columns), 2.0 * len(rows)), squeeze=False
-    )
+    fig = new_figure(1.9 * len(columns), 2.0 * len(rows), dpi=dpi)
+    axes = fig.subplots(len(rows), len(columns), squeeze=False)
     for i, row in enumerate(rows):
         h, w = row.clean.shape[:2]
         top, left = (h - zoom) // 2, (w - zoom) // 2
@@ -113,5 +108,4 @@ def comparison_figure(
                 ax.set_title(columns[j], fontsize=8)
         axes[i][0].set_ylabel(row.title, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    return fig

@@ -3,6 +3,7 @@
 ``ATTACKS`` maps CLI names to classes; every class follows ``adv = Attack(model, ...)(x, y)``.
 """
 
+from sai_attack import options
 from sai_attack.attacks.base import (
     BUDGETS,
     LOSSES,
@@ -28,11 +29,12 @@ ATTACKS: dict[str, type[Attack]] = {
     "m-sai-fgm": MSAIFGM,
 }
 """Attack classes by CLI name."""
+options.register_choices("method", ATTACKS)
 
 METHOD_NAMES: dict[str, str] = {name: cls.title for name, cls in ATTACKS.items()}
 """Display names (the paper's) by CLI name."""
 
-DEFAULT_METHOD = "sai-fgm"
+DEFAULT_METHOD = options.default("method")
 
 __all__ = [
     "ATTACKS",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sai_attack import options
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -33,9 +35,11 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, LossFn] = {"ce": cross_entropy_loss, "cw": margin_loss}
 """Losses by CLI name. Untargeted attacks maximise ``loss(logits, label)``; targeted ones
 minimise ``loss(logits, target)``."""
+options.register_choices("loss", LOSSES)
 
 BUDGETS = ("within", "exact")
 """``within``: project onto the L2 ball (||r|| <= eps). ``exact``: rescale to ||r|| = eps."""
+options.register_choices("budget", BUDGETS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,13 +86,6 @@ def apply_budget(r: torch.Tensor, eps: float, budget: str) -> torch.Tensor:
     if budget == "exact":
         return scale_l2(r, eps)
     raise ValueError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
-
-
-def check_momentum(momentum: float) -> float:
-    """Validate a momentum decay factor mu (>= 0)."""
-    if not (isinstance(momentum, (int, float)) and math.isfinite(momentum) and momentum >= 0):
-        raise ValueError(f"momentum must be a finite number >= 0, got {momentum}")
-    return float(momentum)
 
 
 def epsilon(delta: float, shape: Sequence[int]) -> float:
@@ -153,35 +150,30 @@ class Attack:
     def __init__(
         self,
         model: torch.nn.Module,
-        delta: float = 4.0,
-        steps: int = 10,
-        loss: str | LossFn = "ce",
-        targeted: bool = False,
-        budget: str | None = None,
-        seed: int = 0,
+        delta: float = options.default("delta"),
+        steps: int = options.default("steps"),
+        loss: str | LossFn = options.default("loss"),
+        targeted: bool = options.default("targeted"),
+        budget: str | None = options.default("budget"),
+        seed: int = options.default("seed"),
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
-            raise ValueError(f"delta must be a finite number > 0, got {delta}")
-        steps = self.fixed_steps if self.fixed_steps is not None else steps
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps (iters) must be an integer >= 1, got {steps}")
-        if isinstance(loss, str) and loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)} or a callable")
-        if not isinstance(loss, str) and not callable(loss):
+        if isinstance(loss, str):
+            loss = options.check("loss", loss)
+        elif not callable(loss):
             raise TypeError("loss must be a name or a callable (logits, labels) -> per-sample loss")
-        budget = budget if budget is not None else self.default_budget
-        if budget not in BUDGETS:
-            raise ValueError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
+        budget = options.check("budget", budget)
         self.model = model
-        self.delta = float(delta)
-        self.steps = steps
+        self.delta = options.check("delta", delta)
+        self.steps = options.check(
+            "steps", self.fixed_steps if self.fixed_steps is not None else steps
+        )
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
         self.loss_fn: LossFn = LOSSES[loss] if isinstance(loss, str) else loss
-        self.targeted = targeted
-        self.budget = budget
-        self.seed = int(seed)
+        self.targeted = options.check("targeted", bool(targeted))
+        self.budget = budget if budget is not None else self.default_budget
+        self.seed = options.check("seed", int(seed))
         self.autocast: torch.dtype | None = None  # mixed precision for the model's passes
         self.last: AttackResult | None = None
 
@@ -298,3 +290,16 @@ class Attack:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "method")
         return f"{type(self).__name__}({args})"
+
+
+class MomentumMixin:
+    """Adds the momentum decay factor mu (paper Eq. 5) to an attack: mix in before the attack.
+
+    With ``momentum`` set, :meth:`Attack.direction` accumulates L1-normalised gradients.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, *, momentum: float = options.default("momentum"), **kwargs
+    ) -> None:
+        super().__init__(model, **kwargs)  # type: ignore[call-arg]
+        self.momentum = options.check("momentum", momentum)

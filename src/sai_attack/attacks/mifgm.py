@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-
-from sai_attack.attacks.base import check_momentum
+from sai_attack.attacks.base import MomentumMixin
 from sai_attack.attacks.ifgm import IFGM
 
 
-class MIFGM(IFGM):
+class MIFGM(MomentumMixin, IFGM):
     """I-FGM with momentum: ``g_{i+1} = mu g_i + grad / ||grad||_1``, step along ``g / ||g||_2``.
 
     Args:
@@ -19,7 +17,3 @@ class MIFGM(IFGM):
 
     name = "mifgm"
     title = "MI-FGM"
-
-    def __init__(self, model: torch.nn.Module, *, momentum: float = 1.0, **kwargs) -> None:
-        super().__init__(model, **kwargs)
-        self.momentum = check_momentum(momentum)

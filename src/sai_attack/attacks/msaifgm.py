@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-
-from sai_attack.attacks.base import check_momentum
+from sai_attack.attacks.base import MomentumMixin
 from sai_attack.attacks.saifgm import SAIFGM
 
 
-class MSAIFGM(SAIFGM):
+class MSAIFGM(MomentumMixin, SAIFGM):
     """SAI-FGM whose noise update accumulates momentum (paper Eq. 5).
 
     The update is::
@@ -24,7 +22,3 @@ class MSAIFGM(SAIFGM):
 
     name = "m-sai-fgm"
     title = "M-SAI-FGM"
-
-    def __init__(self, model: torch.nn.Module, *, momentum: float = 1.0, **kwargs) -> None:
-        super().__init__(model, **kwargs)
-        self.momentum = check_momentum(momentum)

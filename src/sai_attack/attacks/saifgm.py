@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from sai_attack import options
 from sai_attack import superpixels as sp
 from sai_attack.attacks.base import Attack, AttackResult, apply_budget
-from sai_attack.attention import DEFAULT_PHI, AttentionConfig, attention_map
+from sai_attack.attention import AttentionConfig, attention_map
 
 GRAD_MODES = ("noise", "mean", "max")
 """How a superpixel's gradient is obtained: w.r.t. the noise vector n (the paper's method), or the
 mean / largest-magnitude pixel gradient inside it (the paper's AVG and MAX ablations)."""
+options.register_choices("grad_mode", GRAD_MODES)
 
 
 class SAIFGM(Attack):
@@ -58,15 +60,15 @@ class SAIFGM(Attack):
         self,
         model: torch.nn.Module,
         *,
-        superpixel: str = "slic",
-        superpixel_size: float | None = sp.DEFAULT_SIZE,
-        n_segments: int | None = None,
-        compactness: float = sp.DEFAULT_COMPACTNESS,
-        merge_beta: float = 0.0,
-        phi: float = DEFAULT_PHI,
-        attention: str = "auto",
-        align_mask: bool = True,
-        grad_mode: str = "noise",
+        superpixel: str = options.default("superpixel"),
+        superpixel_size: float | None = options.default("superpixel_size"),
+        n_segments: int | None = options.default("n_segments"),
+        compactness: float = options.default("compactness"),
+        merge_beta: float = options.default("merge_beta"),
+        phi: float = options.default("phi"),
+        attention: str = options.default("attention"),
+        align_mask: bool = options.default("align_mask"),
+        grad_mode: str = options.default("grad_mode"),
         init_scale: float = 1.0,
         **kwargs,
     ) -> None:
@@ -75,8 +77,7 @@ class SAIFGM(Attack):
             superpixel, superpixel_size, n_segments, compactness, merge_beta
         )
         self.attention_config = AttentionConfig(phi, attention, align_mask)
-        if grad_mode not in GRAD_MODES:
-            raise ValueError(f"unknown grad_mode {grad_mode!r}; use one of {', '.join(GRAD_MODES)}")
+        grad_mode = options.check("grad_mode", grad_mode)
         if not init_scale >= 0:
             raise ValueError(f"init_scale must be >= 0, got {init_scale}")
         self.grad_mode = grad_mode

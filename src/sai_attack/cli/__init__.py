@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
     from sai_attack.parallel import shutdown
-    from sai_attack.pipeline import RunError
+    from sai_attack.runtime import RunError
 
     clean = False
     try:

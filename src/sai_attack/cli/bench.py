@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 
 from sai_attack.attacks import ATTACKS
-from sai_attack.cli.options import add_model_options, int_at_least, positive_float
-from sai_attack.superpixels import SUPERPIXEL_ALGORITHMS
+from sai_attack.cli.options import add_argument, add_options, names_in, option_values
+from sai_attack.options import Option
+
+BENCH_EXECUTION = ("batch_size", "device", "workers", "amp")
+REPEATS = Option("repeats", int, 1, "time every method this many times, in turn, and report "
+                 "the median", low=1, high=1000)  # fmt: skip
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -15,19 +19,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     config = BenchConfig(
         input=args.input,
-        model=args.model,
-        weights=args.weights,
         methods=tuple(args.methods),
-        batch_size=args.batch_size,
-        device=args.device,
         limit=args.limit,
-        iters=args.iters,
-        delta=args.delta,
-        workers=args.workers,
-        amp=args.amp,
-        reference=not args.no_reference,
-        superpixel=args.superpixel,
         repeats=args.repeats,
+        reference=not args.no_reference,
+        parameters=option_values(args, "attack", "superpixels", "attention", "model"),
+        execution={
+            k: v for k, v in option_values(args, "execution").items() if k in BENCH_EXECUTION
+        },
     )
     report = run_bench(config)
     print(format_report(report))
@@ -48,25 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="an image folder (labels.csv optional)")
     p.add_argument("--methods", nargs="+", choices=list(ATTACKS), default=list(ATTACKS),
                    help="methods to time (default: all)")  # fmt: skip
-    p.add_argument("--limit", type=int_at_least("--limit", 1), default=64,
-                   help="number of images (default 64)")  # fmt: skip
-    p.add_argument("--iters", type=int_at_least("--iters", 1), default=10,
-                   help="iterations T (default 10)")  # fmt: skip
-    p.add_argument("--delta", type=positive_float("--delta"), default=4.0,
-                   help="perturbation scale (default 4)")  # fmt: skip
-    p.add_argument("--batch-size", type=int_at_least("--batch-size", 1), default=16,
-                   help="images per batch (default 16)")  # fmt: skip
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--workers", type=int_at_least("--workers", 0), default=1,
-                   help="loader worker processes (default 1)")  # fmt: skip
-    p.add_argument("--repeats", type=int_at_least("--repeats", 1), default=1,
-                   help="time every method this many times, in turn, and report the median "
-                   "(default 1)")  # fmt: skip
-    p.add_argument("--superpixel", choices=list(SUPERPIXEL_ALGORITHMS), default="slic",
-                   help="template algorithm of the superpixel methods (default slic)")  # fmt: skip
-    p.add_argument("--amp", action="store_true", help="mixed precision attack passes")
+    add_argument(p, REPEATS)
     p.add_argument("--no-reference", action="store_true",
                    help="skip the torchattacks PGDL2 reference")  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="also write the measurements as JSON")
-    add_model_options(p)
+    attack_names = [n for n in names_in("attack", "superpixels", "attention", "model")
+                    if n != "method"]  # fmt: skip
+    add_options(p, [*attack_names, *BENCH_EXECUTION, "limit"], defaults={"limit": 64},
+                helps={"limit": "number of images"})  # fmt: skip
     p.set_defaults(func=cmd_bench)

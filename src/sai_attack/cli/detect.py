@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 from pathlib import Path
 
-from sai_attack.cli.options import fraction, int_at_least
-
-
-def _open_fraction(text: str) -> float:
-    """Parse ``--train-fraction``: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--train-fraction must be a number, got {text!r}"
-        ) from None
-    if not (math.isfinite(value) and 0 < value < 1):
-        raise argparse.ArgumentTypeError(
-            f"--train-fraction must lie strictly between 0 and 1, got {text}"
-        )
-    return value
+from sai_attack.cli.options import add_argument, add_options
+from sai_attack.runtime import EXIT_OK, EXIT_SKIPPED
 
 
 def _cache_dir(args: argparse.Namespace) -> Path | None:
@@ -59,7 +45,9 @@ def _distributed_features(runs: list, options) -> bool:
         return True
     if options.cache_dir is None:
         raise ValueError("detect under torchrun needs the feature cache (no --no-cache)")
-    files = [str(p) for r in runs for p in (*r.clean, *r.adversarial)]
+    files: list[str] = []
+    for r in runs:
+        files += [str(it.clean) for it in r.items] + [str(it.adversarial) for it in r.items]
     extract_files(
         ctx.shard(files), options.settings, workers=options.workers, cache=options.cache()
     )
@@ -67,46 +55,49 @@ def _distributed_features(runs: list, options) -> bool:
     return ctx.is_main
 
 
+def _apply(args: argparse.Namespace, out: Path, cache: Path | None) -> int:
+    """``detect --apply MODEL``: a saved detector applied to the folders."""
+    from sai_attack.detection import (
+        FeatureCache,
+        apply_detector,
+        apply_report,
+        load_detector,
+        write_apply_outputs,
+    )
+
+    if args.save_model:
+        raise ValueError("--save-model and --apply exclude each other")
+    detector, settings, info = load_detector(args.apply)
+    results = apply_detector(detector, settings, args.runs, args.workers, FeatureCache(cache))
+    paths = write_apply_outputs(out, str(args.apply), info, results)
+    print(apply_report(str(args.apply), info, results), end="")
+    print(f"-> {paths['md']}, {paths['csv']}, {paths['json']}")
+    return EXIT_OK
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     """``sai-attack detect RUN_DIR [RUN_DIR ...] --out DIR``."""
     from sai_attack.detection import (
         DetectionOptions,
-        apply_detector,
         detect_runs,
-        load_detector,
-        read_run,
+        table2_markdown,
         write_detection_outputs,
     )
-    from sai_attack.detection.runs import apply_report, table2_markdown, write_apply_outputs
+    from sai_attack.runs import read_run
 
     out = Path(args.out)
     cache = _cache_dir(args)
     if args.apply:
-        if args.save_model:
-            raise ValueError("--save-model and --apply exclude each other")
-        detector, settings, info = load_detector(args.apply)
-        results = apply_detector(detector, settings, args.runs, args.workers, _feature_cache(cache))
-        paths = write_apply_outputs(out, str(args.apply), info, results)
-        print(apply_report(str(args.apply), info, results), end="")
-        print(f"-> {paths['md']}, {paths['csv']}, {paths['json']}")
-        return 0
-
-    options = DetectionOptions(
-        features=args.features,
-        color=args.color,
-        classifier=args.classifier,
-        splits=args.splits,
-        train_fraction=args.train_fraction,
-        seed=args.seed,
-        workers=args.workers,
-        cache_dir=cache,
-    )
-    runs = [read_run(r) for r in args.runs]
+        return _apply(args, out, cache)
+    settings = [f.name for f in dataclasses.fields(DetectionOptions) if f.name != "cache_dir"]
+    options = DetectionOptions(**{n: getattr(args, n) for n in settings}, cache_dir=cache)
+    # A run with too few pairs is reported as skipped (exit 3) rather than refused.
+    runs = [read_run(r, require_items=False) for r in args.runs]
     names = [r.name for r in runs]
     if args.save_model and len(set(names)) != len(names):
         raise ValueError("--save-model needs run folders with distinct names")
     if not _distributed_features(runs, options):
-        return 0  # a helper rank under torchrun: rank 0 trains and writes the outputs
+        return EXIT_OK  # a helper rank under torchrun: rank 0 trains and writes the outputs
     results, skipped = detect_runs(runs, options, save_dir=args.save_model)
     paths = write_detection_outputs(out, results, options, skipped, _versions())
     s = options.settings
@@ -119,7 +110,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for r in results:
         res = r.result
         print(
-            f"  {r.run.name}: {r.run.label}, {res.n_train}/{res.n_test} train/test pairs, "
+            f"  {r.run.name}: {r.label}, {res.n_train}/{res.n_test} train/test pairs, "
             f"P_FA {100 * res.p_fa:.1f}%, P_MD {100 * res.p_md:.1f}%, "
             f"features {r.extraction.computed} computed / {r.extraction.cached} cached"
         )
@@ -129,20 +120,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.save_model:
         print(f"detectors saved to {args.save_model}/<run>.json + .npz")
     print(f"-> {paths['md']}, {paths['csv']}, {paths['json']}")
-    return 3 if skipped else 0
-
-
-def _feature_cache(cache: Path | None):
-    from sai_attack.detection import FeatureCache
-
-    return FeatureCache(cache)
+    return EXIT_SKIPPED if skipped else EXIT_OK
 
 
 def cmd_texture(args: argparse.Namespace) -> int:
     """``sai-attack texture RUN_DIR [RUN_DIR ...]``."""
     from sai_attack.detection.texture import analyze_run, texture_markdown, write_texture_outputs
     from sai_attack.models import load_model
-    from sai_attack.pipeline import resolve_device
+    from sai_attack.runtime import resolve_device
 
     device = str(resolve_device(args.device))
     model = load_model(args.model, args.weights) if args.model else None
@@ -164,11 +149,10 @@ def cmd_texture(args: argparse.Namespace) -> int:
     else:
         written = [p for r in reports for p in write_texture_outputs(r.run.path, [r])]
     print("-> " + ", ".join(map(str, written)))
-    return 0
+    return EXIT_OK
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``detect`` and ``texture`` subcommands."""
+def _register_detect(sub: argparse._SubParsersAction) -> None:
     from sai_attack.detection.classifiers import CLASSIFIERS
     from sai_attack.detection.features import (
         CACHE_ENV,
@@ -176,6 +160,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         FEATURE_SETS,
         default_workers,
     )
+    from sai_attack.detection.protocol import SPLITS, TRAIN_FRACTION
+    from sai_attack.detection.runs import SEED, WORKERS
 
     p = sub.add_parser(
         "detect",
@@ -215,30 +201,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fld: FLD ensemble, automatic L and d_sub (Kodovsky et al. 2012; "
         "default); logreg: logistic regression (scikit-learn)",
     )
-    p.add_argument(
-        "--splits",
-        type=int_at_least("--splits", 1),
-        default=5,
-        help="random train/test splits (default 5)",
-    )
-    p.add_argument(
-        "--train-fraction",
-        type=_open_fraction,
-        default=0.5,
-        help="fraction of the pairs that train each detector (default 0.5)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int_at_least("--seed", 0),
-        default=0,
-        help="seed of the splits and the classifiers (default 0)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int_at_least("--workers", 0),
-        default=default_workers(),
-        help="worker processes for feature extraction and for training the splits' "
-        "detectors in parallel (default: CPUs, at most 4; 0 computes in the main process)",
+    for option in (SPLITS, TRAIN_FRACTION, SEED):
+        add_argument(p, option)
+    add_argument(
+        p, WORKERS, default=default_workers(), help=f"{WORKERS.help} (default: CPUs, at most 4)"
     )
     p.add_argument(
         "--cache-dir",
@@ -263,6 +229,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_detect)
 
+
+def _register_texture(sub: argparse._SubParsersAction) -> None:
+    from sai_attack.detection.texture import FOREGROUND_SOURCES
+
     t = sub.add_parser(
         "texture",
         help="HILL texture of the attention foreground vs the background (paper Section 3.2)",
@@ -276,33 +246,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
     t.add_argument("--out", metavar="DIR", help="output folder (default: each run folder)")
     t.add_argument(
-        "--phi",
-        type=fraction,
-        default=None,
-        help="binarisation threshold (default: the run's phi, 4/12 if it has none)",
-    )
-    t.add_argument(
         "--foreground",
-        choices=("attention", "mask"),
+        choices=FOREGROUND_SOURCES,
         default="attention",
         help="attention: binarised attention map (default); mask: the attack's "
         "superpixel-aligned mask from RUN_DIR/templates",
     )
-    t.add_argument(
-        "--model",
-        metavar="NAME",
-        default=None,
-        help="model for attention maps the run did not save (default: the run's model)",
-    )
-    t.add_argument("--weights", metavar="PATH", help="weights for --model torchvision:/timm:")
-    t.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
-    t.add_argument(
-        "--batch-size",
-        type=int_at_least("--batch-size", 1),
-        default=16,
-        help="images per model batch (default 16)",
-    )
-    t.add_argument(
-        "--limit", type=int_at_least("--limit", 1), help="use only the first N pairs of each run"
-    )
-    t.set_defaults(func=cmd_texture)
+    helps = {
+        "phi": "binarisation threshold of the attention map, in [0, 1] (default: the run's "
+        "phi, 4/12 if it has none)",
+        "model": "model for attention maps the run did not save (default: the run's model)",
+        "limit": "use only the first N pairs of each run",
+    }
+    add_options(t, ["phi", "model", "weights", "device", "batch_size", "limit"], helps=helps)
+    # Unset, phi and model come from each run's record.
+    t.set_defaults(func=cmd_texture, phi=None, model=None)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``detect`` and ``texture`` subcommands."""
+    _register_detect(sub)
+    _register_texture(sub)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sai_attack.cli.options import add_execution_options, int_at_least
+from sai_attack.cli.options import add_argument, add_options, parse_value
+from sai_attack.options import Option, default
 
 EPILOG = """\
 protocol: for every (run, model, defense) the success rate is computed over the images whose
@@ -24,18 +25,37 @@ tflite:m.tflite@label-offset=1 or onnx:m.onnx@mean=0.5,std=0.5,size=224.
 """
 
 
+SEED = Option(
+    "seed",
+    int,
+    0,
+    "seed of randomised defenses (tvm); each image's seed is derived from it and the image name",
+    low=0,
+    high=2**63 - 1,
+    metavar="N",
+)
+LABEL_OFFSET = Option(
+    "label_offset",
+    int,
+    None,
+    "output index of ImageNet class 0 for tflite:/onnx: models: auto (1 for models with 1001 "
+    "outputs, whose output 0 is 'background'; else 0) or an integer; a per-model "
+    "'@label-offset=N' wins (default auto)",
+    low=0,
+    metavar="auto|N",
+)
+
+
 def _label_offset(text: str) -> int | str:
+    """``auto`` or an integer >= 0 (checked like every option)."""
     if text == "auto":
         return text
     try:
-        value = int(text)
-    except ValueError:
+        return parse_value(LABEL_OFFSET, text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"--label-offset must be 'auto' or an integer >= 0, got {text!r}"
+            f"label_offset must be 'auto' or an integer >= 0, got {text!r}"
         ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--label-offset must be >= 0, got {value}")
-    return value
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -118,20 +138,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SPEC",
         help="defenses as name:param, lists or sweeps (default: none only)",
     )
-    p.add_argument(
-        "--label-offset",
-        type=_label_offset,
-        default="auto",
-        help="output index of ImageNet class 0 for tflite:/onnx: models: auto (1 for models with "
-        "1001 outputs, whose output 0 is 'background'; else 0) or an integer; a per-model "
-        "'@label-offset=N' wins (default auto)",
+    add_argument(p, LABEL_OFFSET, type=_label_offset, default="auto")
+    add_argument(p, SEED)
+    add_options(
+        p,
+        ["batch_size", "device", "workers"],
+        helps={
+            "workers": "processes that decode the PNG files (0: in the main process) "
+            f"(default {default('workers')})"
+        },
     )
-    p.add_argument(
-        "--seed",
-        type=int_at_least("--seed", 0),
-        default=0,
-        help="seed of randomised defenses (tvm); each image's seed is derived from it and the "
-        "image name (default 0)",
-    )
-    add_execution_options(p)
     p.set_defaults(func=cmd_evaluate)

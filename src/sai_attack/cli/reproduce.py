@@ -11,7 +11,7 @@ from sai_attack.models import DEFAULT_MODEL
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run the reproduction and print where the report is."""
-    from sai_attack.pipeline import resolve_device
+    from sai_attack.runtime import resolve_device
     from sai_attack.reproduce import PRESETS, Settings, run_reproduce, with_images
 
     data = Path(args.data)

@@ -1,10 +1,18 @@
 """Steganalysis-based detection of adversarial images and the HILL texture analysis.
 
-- :mod:`~sai_attack.detection.features`: SPAM / SRM features (sealwatch) per file, cached.
-- :mod:`~sai_attack.detection.classifiers`: FLD ensemble and logistic-regression detectors,
-  saved as JSON + npz (never pickle).
+- :mod:`~sai_attack.detection.feature_sets`: the SPAM / SRM vectors of one image (sealwatch)
+  and :class:`FeatureSettings`.
+- :mod:`~sai_attack.detection.features`: those vectors for image files, in worker processes,
+  cached by file content.
+- :mod:`~sai_attack.detection.detector`: the :class:`Detector` interface.
+- :mod:`~sai_attack.detection.fld`: the FLD ensemble of Kodovsky et al. (2012).
+- :mod:`~sai_attack.detection.classifiers`: the detectors by name (FLD ensemble, logistic
+  regression), saved as JSON + npz (never pickle).
 - :mod:`~sai_attack.detection.protocol`: paired splits, P_FA / P_MD / accuracy.
-- :mod:`~sai_attack.detection.runs`: one detector per run folder, Table 2 reports.
+- :mod:`~sai_attack.detection.runs`: one detector per run folder (read with
+  :func:`sai_attack.runs.read_run`), saved detectors applied to folders.
+- :mod:`~sai_attack.detection.reports`: Table 2, per-run details, ``detection.csv`` / ``.md`` /
+  ``.json`` and ``predictions.csv``.
 - :mod:`~sai_attack.detection.texture`: HILL cost and perturbation energy in the attention
   foreground vs the background (paper Section 3.2).
 
@@ -35,21 +43,27 @@ from sai_attack.detection.features import (
     extract_image,
 )
 from sai_attack.detection.protocol import DetectionResult, evaluate_pairs, pair_split
+from sai_attack.detection.reports import (
+    apply_report,
+    details_markdown,
+    table2_markdown,
+    write_apply_outputs,
+    write_detection_outputs,
+)
 from sai_attack.detection.runs import (
+    ApplyResult,
     DetectionOptions,
     RunDetection,
-    RunFolderError,
-    RunPairs,
     apply_detector,
     detect_runs,
-    read_run,
-    write_detection_outputs,
+    run_label,
 )
 
 __all__ = [
     "CLASSIFIERS",
     "COLOR_MODES",
     "FEATURE_SETS",
+    "ApplyResult",
     "DetectionOptions",
     "DetectionResult",
     "Detector",
@@ -60,11 +74,11 @@ __all__ = [
     "FeatureSettings",
     "LogisticDetector",
     "RunDetection",
-    "RunFolderError",
-    "RunPairs",
     "apply_detector",
+    "apply_report",
     "default_cache_dir",
     "default_workers",
+    "details_markdown",
     "detect_runs",
     "evaluate_pairs",
     "extract_files",
@@ -72,7 +86,9 @@ __all__ = [
     "load_detector",
     "make_detector",
     "pair_split",
-    "read_run",
+    "run_label",
     "save_detector",
+    "table2_markdown",
+    "write_apply_outputs",
     "write_detection_outputs",
 ]

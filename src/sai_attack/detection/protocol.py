@@ -26,14 +26,47 @@ import math
 import time
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from sai_attack.detection.classifiers import CLASSIFIERS, Detector, make_detector
+from sai_attack.options import Option
 
 logger = logging.getLogger(__name__)
 
 MIN_PAIRS = 4
+
+
+class OpenFraction(Option):
+    """An :class:`Option` for a number strictly between ``low`` and ``high`` (both excluded)."""
+
+    def check(self, value: Any) -> float:
+        """Validate ``value`` and return it as a float.
+
+        Raises:
+            ValueError: ``value`` is not a number strictly between ``low`` and ``high``.
+        """
+        try:
+            number = super().check(value)
+        except ValueError:
+            number = None
+        if number is None or number >= self.high:
+            raise ValueError(
+                f"{self.name} must lie strictly between {self.low:g} and {self.high:g}, "
+                f"got {value!r}"
+            ) from None
+        return float(number)
+
+
+SPLITS = Option("splits", int, 5, "random train/test splits", low=1)
+"""The number of seeded random splits of the protocol."""
+
+TRAIN_FRACTION = OpenFraction(
+    "train_fraction", float, 0.5, "fraction of the pairs that train each detector",
+    low=0.0, low_open=True, high=1.0,
+)  # fmt: skip
+"""The fraction of the pairs that train each split's detector."""
 
 
 def protocol_text(splits: int, train_fraction: float) -> str:
@@ -56,13 +89,9 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 
 def check_protocol(splits: int, train_fraction: float) -> None:
-    """Raise ValueError naming the option when ``splits`` or ``train_fraction`` is unusable."""
-    if not isinstance(splits, int) or splits < 1:
-        raise ValueError(f"--splits must be an integer >= 1, got {splits}")
-    if not (isinstance(train_fraction, float | int) and 0 < train_fraction < 1):
-        raise ValueError(
-            f"--train-fraction must lie strictly between 0 and 1, got {train_fraction}"
-        )
+    """Raise ValueError naming the parameter when ``splits`` or ``train_fraction`` is unusable."""
+    SPLITS.check(splits)
+    TRAIN_FRACTION.check(train_fraction)
 
 
 def pair_split(
@@ -210,9 +239,7 @@ def evaluate_pairs(
     """
     check_protocol(splits, train_fraction)
     if classifier not in CLASSIFIERS:
-        raise ValueError(
-            f"--classifier must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}"
-        )
+        raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}")
     clean, adversarial = np.asarray(clean), np.asarray(adversarial)
     if clean.ndim != 2 or clean.shape != adversarial.shape:
         raise ValueError(

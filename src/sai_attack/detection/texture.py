@@ -14,8 +14,8 @@ Definitions used here, per image of a run folder:
 - Foreground: the attention map binarised at phi (``attention >= phi``, paper Eq. 2), with the
   attention stored in ``templates/<stem>.npz`` when the attack saved templates, else the CAM
   (Grad-CAM for models without a GAP + linear head) of the attacked class (the label, or the clean
-  prediction without labels or with ``--attack-prediction``) computed with the run's model. phi is
-  the run's phi, or 4/12 when the run has none (phi = 0). ``foreground="mask"`` uses the
+  prediction without labels or with ``attack_prediction``) computed with the run's model. phi is
+  the run's phi, or the default 4/12 when the run has none (phi = 0). ``foreground="mask"`` uses the
   superpixel-aligned mask the attack actually used (templates only).
 - HILL fg / bg: the mean cost over the foreground / background pixels of the image. Run values
   are the mean (and median) of the per-image values over the images where the region is not
@@ -43,11 +43,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sai_attack import data
-from sai_attack.attention import DEFAULT_PHI, attention_map
+from sai_attack import data, options
+from sai_attack.attention import attention_map
 from sai_attack.detection.features import luminance
-from sai_attack.detection.runs import RunPairs, csv_text, fmt_number, read_run
+from sai_attack.detection.runs import run_label
 from sai_attack.models import ImageClassifier, load_model
+from sai_attack.pipeline.loading import batches
+from sai_attack.report import csv_text, markdown_table, number, percent
+from sai_attack.runs import Run, RunItem, read_run
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ def region_stats(
 class TextureReport:
     """Texture statistics of one run (see the module docstring for the definitions)."""
 
-    run: RunPairs
+    run: Run
     phi: float
     foreground: str
     images: list[dict] = field(default_factory=list)
@@ -157,19 +160,19 @@ class TextureReport:
         return {
             "run": self.run.name,
             "method": self.run.method,
-            "label": self.run.label,
+            "label": run_label(self.run),
             "delta": "" if self.run.delta is None else f"{self.run.delta:g}",
             "images": len(self.images),
             "foreground": self.foreground,
-            "fg_fraction": fmt_number(self.mean("fg_fraction")),
-            "hill_fg": fmt_number(self.mean("hill_fg"), 2),
-            "hill_bg": fmt_number(self.mean("hill_bg"), 2),
-            "hill_fg_median": fmt_number(self.median("hill_fg"), 2),
-            "hill_bg_median": fmt_number(self.median("hill_bg"), 2),
-            "energy_fg": fmt_number(self.energy_fg),
-            "rms_fg": fmt_number(self.mean("rms_fg")),
-            "rms_bg": fmt_number(self.mean("rms_bg")),
-            "phi": fmt_number(self.phi),
+            "fg_fraction": number(self.mean("fg_fraction")),
+            "hill_fg": number(self.mean("hill_fg"), 2),
+            "hill_bg": number(self.mean("hill_bg"), 2),
+            "hill_fg_median": number(self.median("hill_fg"), 2),
+            "hill_bg_median": number(self.median("hill_bg"), 2),
+            "energy_fg": number(self.energy_fg),
+            "rms_fg": number(self.mean("rms_fg")),
+            "rms_bg": number(self.mean("rms_bg")),
+            "phi": number(self.phi),
         }
 
     def image_rows(self) -> list[dict]:
@@ -182,12 +185,12 @@ class TextureReport:
                     "run": self.run.name,
                     "image": r["image"],
                     "source": r["source"],
-                    "fg_fraction": fmt_number(r["fg_fraction"]),
-                    "hill_fg": fmt_number(r["hill_fg"], 2),
-                    "hill_bg": fmt_number(r["hill_bg"], 2),
-                    "energy_fg": fmt_number(r["sq_fg"] / sq if sq > 0 else math.nan),
-                    "rms_fg": fmt_number(r["rms_fg"]),
-                    "rms_bg": fmt_number(r["rms_bg"]),
+                    "fg_fraction": number(r["fg_fraction"]),
+                    "hill_fg": number(r["hill_fg"], 2),
+                    "hill_bg": number(r["hill_bg"], 2),
+                    "energy_fg": number(r["sq_fg"] / sq if sq > 0 else math.nan),
+                    "rms_fg": number(r["rms_fg"]),
+                    "rms_bg": number(r["rms_bg"]),
                 }
             )
         return rows
@@ -202,6 +205,77 @@ def _load_template(path: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError) as exc:
         logger.warning("ignoring unreadable template %s: %s", path, exc)
         return {}
+
+
+def _check_arguments(
+    phi: float | None, foreground: str, batch_size: int, limit: int | None
+) -> None:
+    """Raise ValueError naming the parameter when an argument of :func:`analyze_run` is bad."""
+    if foreground not in FOREGROUND_SOURCES:
+        raise ValueError(
+            f"foreground must be one of {', '.join(FOREGROUND_SOURCES)}, got {foreground!r}"
+        )
+    if phi is not None:
+        options.check("phi", phi)
+    options.check("batch_size", batch_size)
+    options.check("limit", limit)
+
+
+def _run_phi(run: Run) -> float:
+    """The run's attention threshold phi, or the default phi when the run used none (phi = 0)."""
+    phi = run.record.number("phi")
+    return phi if phi is not None and phi > 0 else float(options.default("phi"))
+
+
+def _template_masks(
+    run: Run, phi: float, foreground: str
+) -> tuple[dict[str, tuple[np.ndarray, str]], list[RunItem]]:
+    """Foreground masks from the run's saved templates, and the items that have none."""
+    masks: dict[str, tuple[np.ndarray, str]] = {}
+    pending: list[RunItem] = []
+    for item in run.items:
+        template = _load_template(run.template(item))
+        if foreground == "mask":
+            if "mask" not in template:
+                raise ValueError(
+                    f"foreground='mask' needs {run.template(item)} with a 'mask' array "
+                    "(attack with save_templates=True)"
+                )
+            masks[item.stem] = (template["mask"].astype(bool), "template mask")
+        elif "attention" in template:
+            attention = template["attention"].astype(np.float32)
+            masks[item.stem] = (attention >= phi, "template attention")
+        else:
+            pending.append(item)
+    return masks, pending
+
+
+def _computed_masks(
+    run: Run,
+    items: list[RunItem],
+    model: ImageClassifier,
+    phi: float,
+    device: str,
+    batch_size: int,
+) -> dict[str, tuple[np.ndarray, str]]:
+    """Foreground masks of ``items`` from attention maps computed with ``model``."""
+    attack_prediction = bool(run.record.get("attack_prediction", False))
+    method = str(run.record.get("attention") or options.default("attention"))
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    masks: dict[str, tuple[np.ndarray, str]] = {}
+    for chunk in batches(items, batch_size):
+        x = data.to_tensor([data.load_image(it.clean) for it in chunk]).to(dev)  # (B, 3, H, W)
+        # The attacked class: the label, or the clean prediction (no labels, attack_prediction).
+        classes = [it.clean_pred if attack_prediction else it.reference for it in chunk]
+        if any(c is None for c in classes):
+            with torch.no_grad():
+                pred = model(x).argmax(dim=1).tolist()
+            classes = [p if c is None else c for c, p in zip(classes, pred, strict=True)]
+        att = attention_map(model, x, torch.tensor(classes, device=dev), method=method)
+        for it, a in zip(chunk, att[:, 0].cpu().numpy(), strict=True):
+            masks[it.stem] = (a >= phi, "computed attention")
+    return masks
 
 
 def analyze_run(
@@ -219,8 +293,9 @@ def analyze_run(
     Args:
         run_dir: A run folder.
         model: The model for attention maps that the run did not save; default: the run's model
-            (``load_model(summary['model'])``), loaded only when needed.
-        phi: Binarisation threshold; default the run's phi (4/12 when the run has none).
+            (``load_model(run.model, run.weights)``), loaded only when needed.
+        phi: Binarisation threshold; default the run's phi (the default phi, 4/12, when the run
+            has none).
         foreground: ``attention`` (binarised attention map) or ``mask`` (the attack's saved mask).
         device: Where the model runs.
         batch_size: Images per model batch.
@@ -228,99 +303,51 @@ def analyze_run(
 
     Returns:
         The :class:`TextureReport`.
-    """
-    if foreground not in FOREGROUND_SOURCES:
-        raise ValueError(
-            f"--foreground must be one of {', '.join(FOREGROUND_SOURCES)}, got {foreground!r}"
-        )
-    if phi is not None and not 0.0 <= phi <= 1.0:
-        raise ValueError(f"--phi must lie in [0, 1], got {phi}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
-    run = read_run(run_dir)
-    if limit is not None:
-        run = run.subset(set(run.stems[:limit]))
-    if phi is None:
-        run_phi = run.config.get("phi")
-        phi = float(run_phi) if isinstance(run_phi, int | float) and run_phi > 0 else DEFAULT_PHI
-    report = TextureReport(run=run, phi=float(phi), foreground=foreground)
-    attack_prediction = bool(run.config.get("attack_prediction", False))
-    method = str(run.config.get("attention") or "auto")
 
-    pending: list[tuple[int, np.ndarray, np.ndarray]] = []
-    masks: dict[int, tuple[np.ndarray, str]] = {}
-    images: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for i, stem in enumerate(run.stems):
-        clean = data.load_image(run.clean[i])
-        adv = data.load_image(run.adversarial[i])
-        images[i] = (clean, adv)
-        template = _load_template(run.path / "templates" / f"{stem}.npz")
-        if foreground == "mask":
-            if "mask" not in template:
-                raise ValueError(
-                    f"--foreground mask needs {run.path / 'templates' / (stem + '.npz')} with a "
-                    "'mask' array (run the attack with --save-templates)"
-                )
-            masks[i] = (template["mask"].astype(bool), "template mask")
-        elif "attention" in template:
-            masks[i] = (template["attention"].astype(np.float32) >= phi, "template attention")
-        else:
-            pending.append((i, clean, adv))
+    Raises:
+        ValueError: An argument is out of range, or ``foreground="mask"`` for a run without
+            saved masks.
+    """
+    _check_arguments(phi, foreground, batch_size, limit)
+    run = read_run(run_dir, require_items=False)
+    if limit is not None:
+        run = run.subset({it.stem for it in run.items[:limit]})
+    phi = _run_phi(run) if phi is None else float(phi)
+    report = TextureReport(run=run, phi=phi, foreground=foreground)
+    masks, pending = _template_masks(run, phi, foreground)
     if pending:
         if model is None:
             logger.info("computing attention maps with %s for %d images", run.model, len(pending))
-            model = load_model(run.model, run.config.get("weights"))
-        dev = torch.device(device)
-        model = model.to(dev).eval()
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start : start + batch_size]
-            x = data.to_tensor([c for _, c, _ in chunk]).to(dev)  # (B, 3, H, W)
-            classes = []
-            for i, _, _ in chunk:
-                label = None if attack_prediction else run.labels[i]
-                classes.append(label if label is not None else run.clean_pred[i])
-            if any(c is None for c in classes):
-                with torch.no_grad():
-                    pred = model(x).argmax(dim=1).tolist()
-                classes = [p if c is None else c for c, p in zip(classes, pred, strict=True)]
-            att = attention_map(model, x, torch.tensor(classes, device=dev), method=method)
-            for (i, _, _), a in zip(chunk, att[:, 0].cpu().numpy(), strict=True):
-                masks[i] = (a >= phi, "computed attention")
-    for i, stem in enumerate(run.stems):
-        clean, adv = images[i]
-        mask, source = masks[i]
-        stats = region_stats(clean, adv, mask)
-        report.images.append({"image": stem, "source": source, **stats})
+            model = load_model(run.model, run.weights)
+        masks.update(_computed_masks(run, pending, model, phi, device, batch_size))
+    for item in run.items:
+        mask, source = masks[item.stem]
+        clean, adv = data.load_image(item.clean), data.load_image(item.adversarial)
+        report.images.append(
+            {"image": item.stem, "source": source, **region_stats(clean, adv, mask)}
+        )
     return report
 
 
 def texture_markdown(reports: Sequence[TextureReport]) -> str:
     """Table of the runs' texture statistics, with the definitions and the paper's values."""
-    head = (
-        "| run | attack | δ | images | foreground % | HILL fg | HILL bg | HILL fg (median) | "
-        "HILL bg (median) | perturbation energy in fg % | RMS fg | RMS bg |"
-    )
-    lines = [
-        "# HILL texture: attention foreground vs background (Dong et al. 2020, Section 3.2)\n",
-        head,
-        "|" + " --- |" * 12,
-    ]
+    head = ["run", "attack", "δ", "images", "foreground %", "HILL fg", "HILL bg",
+            "HILL fg (median)", "HILL bg (median)", "perturbation energy in fg %", "RMS fg",
+            "RMS bg"]  # fmt: skip
+    body = []
     for r in reports:
         row = r.row()
-        fgp = r.mean("fg_fraction")
-        energy = r.energy_fg
-        lines.append(
-            f"| {row['run']} | {row['label']} | {row['delta']} | {row['images']} | "
-            f"{'' if math.isnan(fgp) else f'{100 * fgp:.1f}'} | {row['hill_fg']} | "
-            f"{row['hill_bg']} | {row['hill_fg_median']} | {row['hill_bg_median']} | "
-            f"{'' if math.isnan(energy) else f'{100 * energy:.1f}'} | "
-            f"{fmt_number(r.mean('rms_fg'), 3)} | {fmt_number(r.mean('rms_bg'), 3)} |"
-        )
+        body.append(
+            [row["run"], row["label"], row["delta"], row["images"],
+             percent(r.mean("fg_fraction")), row["hill_fg"], row["hill_bg"],
+             row["hill_fg_median"], row["hill_bg_median"], percent(r.energy_fg),
+             number(r.mean("rms_fg"), 3), number(r.mean("rms_bg"), 3)]
+        )  # fmt: skip
     phis = sorted({f"{r.phi:.4g}" for r in reports})
     sources = sorted({img["source"] for r in reports for img in r.images})
-    lines += [
+    lines = [
+        "# HILL texture: attention foreground vs background (Dong et al. 2020, Section 3.2)\n",
+        *markdown_table(head, body),
         "",
         "HILL cost of the clean image's luminance (conseal), mean over the region's pixels, then "
         "mean (or median) over images; larger = smoother. Foreground: "

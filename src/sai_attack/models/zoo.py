@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sai_attack import options
 from sai_attack.models.wrapper import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -92,7 +93,7 @@ MODELS: dict[str, ModelSpec] = {
     )
     for v, size in ((0, 224), (1, 240), (2, 260))
 }
-DEFAULT_MODEL = "efficientnet-lite0"
+DEFAULT_MODEL = options.default("model")
 MODEL_PREFIXES = ("torchvision:", "timm:")
 
 

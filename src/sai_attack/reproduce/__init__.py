@@ -17,32 +17,26 @@ import sys
 import time
 from pathlib import Path
 
-from sai_attack.pipeline import library_versions
-from sai_attack.reproduce import sections
-from sai_attack.reproduce.experiments import Progress, Reproduction, RunSpec, Settings
+from sai_attack.reproduce.experiments import Progress, Reproduction
+from sai_attack.reproduce.plan import RunSpec, Section, Settings, plan
 from sai_attack.reproduce.presets import PRESETS, Preset, with_images
 from sai_attack.reproduce.report import write_report
+from sai_attack.reproduce.sections import SECTIONS
+from sai_attack.runtime import library_versions
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "PRESETS",
+    "SECTIONS",
     "Preset",
     "Reproduction",
     "RunSpec",
+    "Section",
     "Settings",
     "run_reproduce",
     "with_images",
 ]
-
-SECTIONS = (
-    ("evaluate table 1", sections.table1),
-    ("evaluate defenses", sections.robustness),
-    ("detection", sections.table2),
-    ("evaluate table 4 and ablations", sections.table4_and_ablations),
-    ("figure 2 and texture", sections.figure2_and_texture),
-    ("figures", sections.visual),
-)
 
 
 def run_reproduce(settings: Settings) -> dict[str, Path]:
@@ -54,19 +48,19 @@ def run_reproduce(settings: Settings) -> dict[str, Path]:
     started = time.perf_counter()
     wall_start = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     settings.out.mkdir(parents=True, exist_ok=True)
-    r = Reproduction(settings)
-    specs = r.plan()
+    r = Reproduction(settings, plan(SECTIONS, settings.preset))
+    specs = r.specs
     logger.info(
         "preset %s: %d attack runs on up to %d images, then evaluation, detection and figures",
         settings.preset.name,
         len(specs),
         settings.preset.images,
     )
-    progress = Progress(r.work_units())
+    progress = Progress(r.work_units(SECTIONS))
     for spec in specs:
         progress.step(f"attack {spec.key}", lambda spec=spec: r.attack(spec))
-    for name, section in SECTIONS:
-        progress.step(name, lambda section=section: section(r))
+    for section in SECTIONS:
+        progress.step(section.name, lambda section=section: section.fill(r))
     p = settings.preset
     meta = {
         "command": shlex.join(sys.argv) if sys.argv else "",

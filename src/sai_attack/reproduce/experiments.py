@@ -1,10 +1,10 @@
 """The experiments of the paper's Section 4, run on the user's data and models.
 
-:class:`Reproduction` plans every attack run the experiments need (deduplicated, so that Table 1,
-the robustness figures and the detection table share runs), executes them through the normal
-attack pipeline (resuming finished ones), evaluates and detects with the normal evaluation and
-detection code (caching their results by a fingerprint of their inputs), and turns the numbers
-into :class:`~sai_attack.reproduce.tables.Table` and ``Figure`` objects.
+:class:`Reproduction` executes the planned attack runs through the normal attack pipeline
+(resuming finished ones), evaluates and detects with the normal evaluation and detection code
+(caching their results by a fingerprint of their inputs), reads the runs back through
+:func:`sai_attack.runs.read_run`, and collects the sections'
+:class:`~sai_attack.reproduce.tables.Table` and ``Figure`` objects.
 
 Two protocols are measured side by side: ``paper`` (baselines projected into the L2 ball,
 superpixel methods rescaled to the full budget, as published) and ``matched`` (every method
@@ -19,110 +19,40 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sai_attack import data
-from sai_attack.attacks import ATTACKS, METHOD_NAMES
+from sai_attack.attacks import ATTACKS
 from sai_attack.defenses import parse_defenses
 from sai_attack.models import ImageClassifier, load_model
-from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions, read_results
-from sai_attack.reproduce.presets import Preset
+from sai_attack.pipeline import AttackRun, RunOptions
+from sai_attack.reproduce.plan import Need, RunSpec, Section, Settings
 from sai_attack.reproduce.tables import Figure, Finding, Table
+from sai_attack.runs import Run, RunItem, RunLayout, read_results, read_run
 
 logger = logging.getLogger(__name__)
-
-SUPERPIXEL_OF = {"fgm": "sa-fgm", "ifgm": "sai-fgm", "mifgm": "m-sai-fgm"}
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One attack configuration of the reproduction.
-
-    ``budget`` is ``None`` for the method's paper default; ``phi12`` is phi in twelfths.
-    """
-
-    method: str
-    delta: float
-    budget: str | None = None
-    merge_beta: float = 0.0
-    superpixel: str = "slic"
-    size: int = 5
-    phi12: int = 4
-    grad_mode: str = "noise"
-
-    def __post_init__(self) -> None:
-        if self.budget == ATTACKS[self.method].default_budget:
-            object.__setattr__(self, "budget", None)  # one folder for identical configurations
-
-    @property
-    def key(self) -> str:
-        """Folder name under ``runs/``."""
-        parts = [self.method, f"d{self.delta:g}"]
-        if self.budget:
-            parts.append(self.budget)
-        if self.merge_beta:
-            parts.append(f"b{self.merge_beta:g}")
-        if self.superpixel != "slic":
-            parts.append(self.superpixel)
-        if self.size != 5:
-            parts.append(f"S{self.size}")
-        if self.phi12 != 4:
-            parts.append(f"phi{self.phi12}of12")
-        if self.grad_mode != "noise":
-            parts.append(f"grad-{self.grad_mode}")
-        return "_".join(parts)
-
-    @property
-    def label(self) -> str:
-        """Display name: method (and matched protocol marker)."""
-        name = METHOD_NAMES[self.method]
-        if self.budget == "exact":
-            name += " (exact)"
-        if self.merge_beta:
-            name += f" beta={self.merge_beta:g}"
-        return name
-
-    def matched(self) -> RunSpec:
-        """The same attack under the matched protocol (full budget)."""
-        return replace(self, budget="exact")
-
-    def config(self, model: str, seed: int) -> AttackConfig:
-        """The pipeline configuration."""
-        return AttackConfig(
-            method=self.method,
-            model=model,
-            delta=self.delta,
-            budget=self.budget,
-            merge_beta=self.merge_beta,
-            superpixel=self.superpixel,
-            superpixel_size=self.size,
-            phi=self.phi12 / 12.0,
-            grad_mode=self.grad_mode,
-            seed=seed,
-        )
 
 
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@dataclass
-class Settings:
-    """What a reproduction runs on."""
+def defense_specs(specs: Sequence[str]) -> list[str]:
+    """The canonical spec of every defense of ``specs`` (sweeps expanded), as results key them."""
+    return [d.spec for d in parse_defenses(specs)]
 
-    data: Path
-    out: Path
-    preset: Preset
-    model: str = "efficientnet-lite0"
-    black_box: tuple[str, ...] = ("efficientnet-lite1", "efficientnet-lite2")
-    targets: tuple[str, ...] = ()
-    device: str = "cpu"
-    batch_size: int = 16
-    workers: int = 1
-    seed: int = 0
+
+def _rows(run: Run) -> list[dict[str, str]]:
+    """The raw ``results.csv`` rows of ``run``.
+
+    Only for what :class:`~sai_attack.runs.Run` does not carry (yet): the status of every input,
+    skipped ones included, and the ``superpixels`` and ``mask_fraction`` columns.
+    """
+    return read_results(run.layout.results)
 
 
 class Progress:
@@ -162,88 +92,60 @@ class Progress:
         return result
 
 
-class Reproduction:
-    """Plans, runs and tabulates the experiments of one ``sai-attack reproduce`` call."""
+@dataclass
+class Rates:
+    """Success rows of one evaluation, keyed by (run key, model, defense spec)."""
 
-    def __init__(self, settings: Settings) -> None:
+    rows: dict[tuple[str, str, str], dict[str, Any]]
+
+    def rate(self, spec: RunSpec, model: str, defense: str) -> float:
+        """The success rate in [0, 1], NaN when not measured or over no image."""
+        row = self.rows.get((spec.key, model, defense))
+        return row["success_rate"] if row and row["n"] else math.nan
+
+    def n(self, spec: RunSpec, model: str, defense: str) -> str:
+        """The number of images the rate is over (``""`` when not measured)."""
+        row = self.rows.get((spec.key, model, defense))
+        return str(row["n"]) if row else ""
+
+
+class Reproduction:
+    """Runs and tabulates the experiments of one ``sai-attack reproduce`` call.
+
+    Args:
+        settings: What it runs on.
+        needs: The planned runs (:func:`~sai_attack.reproduce.plan.plan`).
+    """
+
+    def __init__(self, settings: Settings, needs: dict[str, Need]) -> None:
         self.s = settings
         self.p = settings.preset
+        self.needs = dict(needs)
         self.runs_dir = settings.out / "runs"
         self.cache_dir = settings.out / "cache"
         self._model: ImageClassifier | None = None
-        self._limits: dict[str, int] = {}
-        self._specs: dict[str, RunSpec] = {}
+        self._runs: dict[str, Run] = {}
+        self._names: list[str] | None = None
         self.tables: list[Table] = []
         self.figures: list[Figure] = []
         self.findings: list[Finding] = []
 
-    # -- planning ------------------------------------------------------------------------------
+    @property
+    def specs(self) -> list[RunSpec]:
+        """The planned runs, in order."""
+        return [spec for spec, _ in self.needs.values()]
 
-    def _need(self, spec: RunSpec, images: int) -> RunSpec:
-        self._specs[spec.key] = spec
-        self._limits[spec.key] = max(self._limits.get(spec.key, 0), images)
-        return spec
-
-    def plan(self) -> list[RunSpec]:
-        """Every attack run the experiments need, each once."""
-        p, n, na = self.p, self.p.images, self.p.ablation_images
-        for method in ATTACKS:
-            spec = self._need(RunSpec(method, p.table1_delta), n)
-            if method in ("fgm", "ifgm") or (method == "mifgm" and p.matched_momentum):
-                self._need(spec.matched(), n)
-        for delta in sorted({*p.robustness_deltas, 4.0}):
-            for spec in (RunSpec("ifgm", delta), RunSpec("sai-fgm", delta)):
-                self._need(spec, n)
-                self._need(spec.matched(), n)
-        for delta in p.detection_deltas:
-            for method in ("fgm", "ifgm"):
-                self._need(RunSpec(method, delta), n)
-                self._need(RunSpec(method, delta).matched(), n)
-            for beta in p.detection_betas:
-                self._need(RunSpec("sai-fgm", delta, merge_beta=beta), n)
-        for algorithm in p.algorithms:
-            self._need(RunSpec("sai-fgm", 4.0, superpixel=algorithm), n)
-        for size in p.superpixel_sizes:
-            self._need(RunSpec("sai-fgm", 4.0, size=size), na)
-        for phi12 in p.phis:
-            self._need(RunSpec("sai-fgm", 4.0, phi12=phi12), na)
-        for mode in p.grad_modes:
-            self._need(RunSpec("sai-fgm", 4.0, grad_mode=mode), na)
-        for delta in (2.0,):  # Fig. 2
-            self._need(RunSpec("ifgm", delta), n)
-        return list(self._specs.values())
-
-    def work_units(self) -> list[tuple[str, float]]:
+    def work_units(self, sections: Sequence[Section]) -> list[tuple[str, float]]:
         """Planned stages with their cost in model passes per image (estimates).
 
         Calibrated on a 2-core CPU with Lite0 (quick preset): an attack costs T + 1 passes per
-        image; evaluating one image under one defense on one model about half a pass (decoding
-        and the defense included), TVM about 7 passes; training one FLD-ensemble split about
-        250 passes.
+        image; the sections estimate their own evaluation, detection and figure work.
         """
-        p, n, na = self.p, self.p.images, self.p.ablation_images
-        models = 1 + len(self.s.black_box) + len(self.s.targets)
         stages = []
-        for key, spec in self._specs.items():
+        for key, (spec, images) in self.needs.items():
             steps = 1 if ATTACKS[spec.method].fixed_steps == 1 else 10
-            stages.append((f"attack {key}", self._limits[key] * (steps + 1.0)))
-        robustness_runs = 4 * len(p.robustness_deltas)
-        sweep = len(parse_defenses([p.resize, p.jpeg, p.dnn_jpeg, "tvm"]))
-        sweep += 2 * len(p.pooling) + len(p.bitdepths)
-        detectors = len(p.detection_deltas) * (4 + len(p.detection_betas))
-        fld = 250.0 if p.detection_classifier == "fld" else 5.0
-        fit = fld * p.detection_splits / max(1, min(self.detection_workers, p.detection_splits))
-        ablations = na * (2 * len(p.superpixel_sizes) + models * len(p.phis) + len(p.grad_modes))
-        stages += [
-            ("evaluate table 1", 0.6 * n * 8 * models),
-            ("evaluate defenses", n * robustness_runs * (0.45 * sweep + 7.0)),
-            ("detection", detectors * fit),
-            ("evaluate table 4 and ablations", n * len(p.algorithms) * (0.6 * 4 + 7.0)
-             + 0.6 * ablations + len(p.algorithms) * fit),
-            ("figure 2 and texture", n * 1.5),
-            ("figures", 50.0),
-        ]  # fmt: skip
-        return stages
+            stages.append((f"attack {key}", images * (steps + 1.0)))
+        return stages + [(section.name, section.cost(self)) for section in sections]
 
     @property
     def detection_workers(self) -> int:
@@ -251,6 +153,16 @@ class Reproduction:
         from sai_attack.detection import default_workers
 
         return max(self.s.workers, default_workers())
+
+    @property
+    def detector_units(self) -> float:
+        """The cost of training one detector on all its splits, in model passes per image.
+
+        An FLD-ensemble split costs about 250, a logistic regression about 5.
+        """
+        p = self.p
+        fld = 250.0 if p.detection_classifier == "fld" else 5.0
+        return fld * p.detection_splits / max(1, min(self.detection_workers, p.detection_splits))
 
     # -- execution -----------------------------------------------------------------------------
 
@@ -266,7 +178,8 @@ class Reproduction:
         return self.runs_dir / spec.key
 
     def attack(self, spec: RunSpec) -> None:
-        """Run (or resume) one attack run."""
+        """Run (or resume) one planned attack run."""
+        self._runs.pop(spec.key, None)
         run = AttackRun(
             self.s.data,
             self.run_path(spec),
@@ -275,7 +188,7 @@ class Reproduction:
                 batch_size=self.s.batch_size,
                 device=self.s.device,
                 workers=self.s.workers,
-                limit=self._limits[spec.key],
+                limit=self.needs[spec.key][1],
                 save_templates=ATTACKS[spec.method].uses_superpixels,
                 progress=False,
             ),
@@ -305,10 +218,13 @@ class Reproduction:
 
     def names(self, images: int) -> set[str]:
         """The first ``images`` inputs (the subset every experiment of that size uses)."""
-        inputs = data.discover_inputs(self.s.data)
-        return {data.printable_name(n) for n in inputs.names[:images]}
+        if self._names is None:
+            inputs = data.discover_inputs(self.s.data)
+            self._names = [data.printable_name(n) for n in inputs.names]
+        return set(self._names[:images])
 
-    def _cached(self, name: str, fingerprint: str, compute: Callable[[], object]) -> object:
+    def cached(self, name: str, fingerprint: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, or its stored value when ``fingerprint`` is the one it was stored with."""
         path = self.cache_dir / f"{name}.json"
         if path.is_file():
             try:
@@ -322,7 +238,7 @@ class Reproduction:
         return value
 
     def _run_state(self, spec: RunSpec) -> str:
-        path = self.run_path(spec) / "results.csv"
+        path = RunLayout(self.run_path(spec)).results
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
     def evaluate(
@@ -332,8 +248,8 @@ class Reproduction:
         defenses: Sequence[str],
         models: Sequence[str],
         images: int,
-    ) -> dict[tuple[str, str, str], dict]:
-        """Success rows keyed by (run key, model, defense spec), cached by their inputs."""
+    ) -> Rates:
+        """Success rates by (run, model, defense spec), cached by their inputs."""
         from sai_attack.evaluation import evaluate, load_runs, load_targets
 
         specs = list(dict.fromkeys(specs))
@@ -366,12 +282,13 @@ class Reproduction:
                 for row in result.rows
             ]
 
-        rows = self._cached(f"evaluate-{name}", fingerprint, compute)
-        return {(r["run"], r["model"], r["spec"]): r for r in rows}
+        rows = self.cached(f"evaluate-{name}", fingerprint, compute)
+        return Rates({(r["run"], r["model"], r["spec"]): r for r in rows})
 
     def detect(self, name: str, specs: Sequence[RunSpec]) -> dict[str, dict]:
         """Detection results per run key (features cached, results cached by their inputs)."""
-        from sai_attack.detection import DetectionOptions, detect_runs, read_run
+        from sai_attack.detection import DetectionOptions, detect_runs
+        from sai_attack.runs import read_run as read_pairs
 
         specs = list(dict.fromkeys(specs))
         options = dict(
@@ -382,13 +299,12 @@ class Reproduction:
         fingerprint = _fingerprint([(s.key, self._run_state(s)) for s in specs], options)
 
         def compute() -> dict[str, dict]:
-            keep = self.names(self.p.images)
-            runs = []
-            for s in specs:
-                run = read_run(self.run_path(s))
-                rows = read_results(self.run_path(s) / "results.csv")
-                stems = {Path(r["output"]).stem for r in rows if r["image"] in keep and r["output"]}
-                runs.append(run.subset(stems))
+            runs = [
+                read_pairs(self.run_path(s)).subset(
+                    {it.stem for it in self.items(s, self.p.images)}
+                )
+                for s in specs
+            ]
             opts = DetectionOptions(
                 workers=self.detection_workers, cache_dir=self.cache_dir / "features", **options
             )
@@ -408,23 +324,38 @@ class Reproduction:
                     }
             return out
 
-        return self._cached(f"detect-{name}", fingerprint, compute)
+        return self.cached(f"detect-{name}", fingerprint, compute)
+
+    # -- reading the runs ----------------------------------------------------------------------
+
+    def run(self, spec: RunSpec) -> Run:
+        """The run folder of ``spec``, read and validated once after its attack."""
+        if spec.key not in self._runs:
+            self._runs[spec.key] = read_run(self.run_path(spec), require_items=False)
+        return self._runs[spec.key]
+
+    def items(self, spec: RunSpec, images: int) -> list[RunItem]:
+        """The run's attacked images among the first ``images`` inputs."""
+        keep = self.names(images)
+        return [it for it in self.run(spec).items if it.image in keep]
 
     def inputs(self) -> list[tuple[str, str]]:
         """(image, status) of the main image set, from the I-FGM delta-4 run."""
-        rows = read_results(self.run_path(RunSpec("ifgm", 4.0)) / "results.csv")
-        return [(r["image"], r["status"]) for r in rows]
+        return [(r["image"], r["status"]) for r in _rows(self.run(RunSpec("ifgm", 4.0)))]
 
     def delta_eff(self, spec: RunSpec, images: int | None = None) -> float:
         """Mean delta_eff of a run's saved images (over the first ``images`` inputs)."""
-        keep = self.names(images or self.p.images)
-        rows = read_results(self.run_path(spec) / "results.csv")
-        values = [float(r["delta_eff"]) for r in rows if r["image"] in keep and r["delta_eff"]]
+        items = self.items(spec, images or self.p.images)
+        values = [it.delta_eff for it in items if it.delta_eff is not None]
         return float(np.mean(values)) if values else math.nan
 
-    def summary_value(self, spec: RunSpec, images: int, key: str) -> float:
-        """Mean of a numeric ``results.csv`` column over the first ``images`` inputs."""
-        keep = self.names(images)
-        rows = read_results(self.run_path(spec) / "results.csv")
-        values = [float(r[key]) for r in rows if r["image"] in keep and r.get(key)]
+    def column_mean(self, spec: RunSpec, images: int, column: str) -> float:
+        """Mean of a per-image number the run does not carry on its items.
+
+        ``superpixels`` or ``mask_fraction`` of ``results.csv``, over the run's attacked images
+        among the first ``images`` inputs.
+        """
+        keep = {it.image for it in self.items(spec, images)}
+        rows = _rows(self.run(spec))
+        values = [float(r[column]) for r in rows if r["image"] in keep and r.get(column)]
         return float(np.mean(values)) if values else math.nan

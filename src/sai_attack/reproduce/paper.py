@@ -28,20 +28,26 @@ TABLE2 = {
 """Table 2: steganalysis detection accuracy by (method, beta) and delta."""
 
 TABLE3 = {
-    ("avgpool", 4, "ifgm"): (73.67, 20.55, 7.07),
-    ("avgpool", 4, "sai-fgm"): (93.27, 65.14, 36.91),
-    ("avgpool", 8, "ifgm"): (85.94, 31.21, 11.47),
-    ("avgpool", 8, "sai-fgm"): (97.44, 79.96, 58.03),
-    ("avgpool", 16, "ifgm"): (95.13, 46.02, 20.36),
-    ("avgpool", 16, "sai-fgm"): (99.57, 91.48, 77.35),
-    ("maxpool", 4, "ifgm"): (41.45, 16.67, 13.47),
-    ("maxpool", 4, "sai-fgm"): (70.37, 39.20, 34.67),
-    ("maxpool", 8, "ifgm"): (54.79, 27.29, 20.39),
-    ("maxpool", 8, "sai-fgm"): (85.10, 61.64, 55.73),
-    ("maxpool", 16, "ifgm"): (68.36, 37.06, 30.38),
-    ("maxpool", 16, "sai-fgm"): (93.85, 83.29, 79.82),
+    "avgpool": {
+        "ifgm": {4: (73.67, 20.55, 7.07), 8: (85.94, 31.21, 11.47), 16: (95.13, 46.02, 20.36)},
+        "sai-fgm": {4: (93.27, 65.14, 36.91), 8: (97.44, 79.96, 58.03), 16: (99.57, 91.48, 77.35)},
+    },
+    "maxpool": {
+        "ifgm": {4: (41.45, 16.67, 13.47), 8: (54.79, 27.29, 20.39), 16: (68.36, 37.06, 30.38)},
+        "sai-fgm": {4: (70.37, 39.20, 34.67), 8: (85.10, 61.64, 55.73), 16: (93.85, 83.29, 79.82)},
+    },
 }
-"""Table 3: gray-box success after pooling with kernel 3, 5, 7, by (op, delta, method)."""
+"""Table 3: gray-box success after pooling with kernel 3, 5, 7, by op, method and delta."""
+
+TABLE3_KERNELS = (3, 5, 7)
+"""The pooling kernels of :data:`TABLE3`'s columns."""
+
+
+def table3(op: str, delta: float, method: str) -> dict[int, float]:
+    """Table 3's values of one row by kernel size; empty where the paper has no such row."""
+    values = TABLE3.get(op, {}).get(method, {}).get(int(delta))
+    return dict(zip(TABLE3_KERNELS, values, strict=True)) if values else {}
+
 
 TABLE4 = {
     "ifgm": {"white-box": 99.40, "detection": 94.74, "resize": 46.05, "jpeg": 68.40, "tvm": 44.60},

@@ -99,6 +99,6 @@ def with_images(preset: Preset, images: int | None) -> Preset:
     if images is None:
         return preset
     if images < 1:
-        raise ValueError(f"--images must be >= 1, got {images}")
+        raise ValueError(f"images must be >= 1, got {images}")
     share = min(1.0, preset.ablation_images / preset.images)
     return replace(preset, images=images, ablation_images=max(1, round(images * share)))

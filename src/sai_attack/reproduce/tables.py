@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from sai_attack import data
+from sai_attack.report import csv_text, figure_png, markdown_table, new_figure, number
 
+Lines = dict[str, tuple[list[float], list[float]]]
+"""Plotted lines by legend label: (x values, rates in [0, 1])."""
 
-def pct(rate: float | None, digits: int = 1) -> str:
-    """A rate in [0, 1] as a percentage string; empty when unknown."""
-    if rate is None or (isinstance(rate, float) and math.isnan(rate)):
-        return ""
-    return f"{100 * rate:.{digits}f}"
+Panel = tuple[str, str, Lines]
+"""One plot panel: (title, x label, lines)."""
 
 
 def num(value: float | None, digits: int = 2) -> str:
-    """A number with fixed digits; empty when unknown."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.{digits}f}"
+    """A number of a report table: two digits unless told, empty when unknown."""
+    return number(value, digits)
+
+
+def mean_known(values: Sequence[float]) -> float:
+    """The mean of the values that are not NaN (NaN when none is)."""
+    known = [v for v in values if not math.isnan(v)]
+    return float(np.mean(known)) if known else math.nan
 
 
 @dataclass
@@ -55,22 +60,12 @@ class Table:
 
     def csv(self) -> str:
         """CSV text."""
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self.columns)
-        w.writerows(self.rows)
-        return buf.getvalue()
+        return csv_text(self.columns, self.rows)
 
     def markdown(self) -> str:
         """A Markdown section: title, caption, table, notes."""
-
-        def esc(text: str) -> str:
-            return text.replace("|", "\\|").replace("\n", " ")
-
         lines = [f"### {self.title}", "", self.caption, ""]
-        lines.append("| " + " | ".join(esc(c) for c in self.columns) + " |")
-        lines.append("|" + " --- |" * len(self.columns))
-        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in self.rows]
+        lines += markdown_table(self.columns, self.rows)
         lines += [""] + [f"- {n}" for n in self.notes] + ([""] if self.notes else [])
         return "\n".join(lines)
 
@@ -88,6 +83,27 @@ class Figure:
     title: str
     caption: str
     path: Path
+
+
+def plot_rates(path: Path, panels: Sequence[Panel], ylabel: str = "success rate (%)") -> None:
+    """Draw rate curves side by side (one panel each) into the PNG ``path``.
+
+    Superpixel methods (labels with ``SA``) are solid lines, the baselines dashed.
+    """
+    figure = new_figure(4.2 * len(panels), 3.4, dpi=110)
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for ax, (title, xlabel, lines) in zip(axes[0], panels, strict=True):
+        for label, (xs, ys) in lines.items():
+            style = "-" if "SA" in label else "--"
+            ax.plot(xs, [100 * y for y in ys], style, marker="o", markersize=3, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    data.atomic_write_bytes(path, figure_png(figure))
 
 
 @dataclass

@@ -1,0 +1,121 @@
+"""The settings of an attack run, built from the option table.
+
+:class:`AttackConfig` has one field per attack, superpixel, attention and model option of
+:data:`sai_attack.options.OPTIONS` and :class:`RunOptions` one per execution option; both are
+generated from the table, so a new option is added in one place. Construction validates every
+field with the table's check (before any work is done).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, field, make_dataclass
+from typing import Any
+
+import torch
+
+from sai_attack import options
+from sai_attack import superpixels as sp
+from sai_attack.attacks import ATTACKS, Attack
+from sai_attack.attacks.base import MomentumMixin
+
+CONFIG_GROUPS = ("attack", "superpixels", "attention", "model")
+"""Option groups that shape the results: the fields of :class:`AttackConfig`."""
+
+SUPERPIXEL_PARAMETERS = (
+    "superpixel", "superpixel_size", "n_segments", "compactness", "merge_beta", "phi",
+    "attention", "align_mask", "grad_mode",
+)  # fmt: skip
+"""Parameters that only the superpixel attacks take."""
+
+
+def _fields(groups: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
+    return [(o.name, o.type | None if o.nullable else o.type, field(default=o.default))
+            for o in options.in_group(*groups)]  # fmt: skip
+
+
+def _check_all(self: Any, groups: tuple[str, ...]) -> None:
+    for option in options.in_group(*groups):
+        setattr(self, option.name, option.check(getattr(self, option.name)))
+
+
+def _config_post_init(self: Any) -> None:
+    _check_all(self, CONFIG_GROUPS)
+    if self.n_segments is not None:
+        self.superpixel_size = None  # the count replaces the size
+    if self.budget is None:
+        self.budget = ATTACKS[self.method].default_budget
+
+
+def _attack_class(self: Any) -> type[Attack]:
+    return ATTACKS[self.method]
+
+
+def _superpixel_config(self: Any) -> sp.SuperpixelConfig:
+    return sp.SuperpixelConfig(
+        self.superpixel, self.superpixel_size, self.n_segments, self.compactness, self.merge_beta
+    )
+
+
+def _build_attack(self: Any, model: torch.nn.Module) -> Attack:
+    cls = ATTACKS[self.method]
+    kwargs = {name: getattr(self, name) for name in ("delta", "steps", "loss", "targeted",
+                                                     "budget", "seed")}  # fmt: skip
+    if cls.uses_superpixels:
+        kwargs.update({name: getattr(self, name) for name in SUPERPIXEL_PARAMETERS})
+    if issubclass(cls, MomentumMixin):
+        kwargs["momentum"] = self.momentum
+    return cls(model, **kwargs)
+
+
+def _record(self: Any) -> dict[str, Any]:
+    return asdict(self)
+
+
+AttackConfig = make_dataclass(
+    "AttackConfig",
+    _fields(CONFIG_GROUPS),
+    namespace={
+        "__doc__": "Every parameter of an attack run (one field per option of the table, same "
+        "name and default), validated on construction. ``budget`` is resolved to the method's "
+        "protocol when not given.",
+        "__post_init__": _config_post_init,
+        "attack_class": property(_attack_class, doc="The attack class of ``method``."),
+        "uses_superpixels": property(
+            lambda self: ATTACKS[self.method].uses_superpixels,
+            doc="Whether the method needs superpixel templates.",
+        ),
+        "superpixel_config": _superpixel_config,
+        "build_attack": _build_attack,
+        "record": _record,
+    },
+)
+AttackConfig.__module__ = __name__
+
+
+def _amp_dtype(self: Any, device: torch.device) -> torch.dtype | None:
+    if not self.amp:
+        return None
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def _apply_determinism(self: Any) -> None:
+    if self.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+RunOptions = make_dataclass(
+    "RunOptions",
+    [*_fields(("execution",)), ("progress", bool | None, field(default=None))],
+    namespace={
+        "__doc__": "How a run executes (does not change its results): one field per execution "
+        "option of the table, plus ``progress`` (None: a progress bar when stderr is a "
+        "terminal).",
+        "__post_init__": lambda self: _check_all(self, ("execution",)),
+        "amp_dtype": _amp_dtype,
+        "apply_determinism": _apply_determinism,
+    },
+)
+RunOptions.__module__ = __name__

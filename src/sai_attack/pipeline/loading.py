@@ -1,0 +1,83 @@
+"""Loading the inputs: decoding, resizing and segmentation, in DataLoader worker processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from sai_attack import data
+from sai_attack import superpixels as sp
+
+
+@dataclass
+class Item:
+    """One input image, loaded and prepared, or the reason it could not be."""
+
+    name: str
+    stem: str
+    image: np.ndarray | None = None  # (S, S, 3) uint8
+    superpixels: np.ndarray | None = None  # (S, S) int64
+    error: str | None = None
+    seconds_load: float = 0.0
+    seconds_superpixels: float = 0.0
+
+
+class InputDataset(Dataset):
+    """Loads, resizes/crops and segments images; errors become items with a reason."""
+
+    def __init__(
+        self,
+        root: Path,
+        names: list[str],
+        stems: dict[str, str],
+        size: int,
+        superpixels: sp.SuperpixelConfig | None,
+        problems: dict[str, str] | None = None,
+    ) -> None:
+        self.root, self.names, self.stems, self.size = root, names, stems, size
+        self.superpixels = superpixels
+        self.problems = problems or {}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> Item:
+        name = self.names[index]
+        item = Item(name=name, stem=self.stems[name])
+        if not data.is_plain_name(name):  # never open paths that come from a labels file
+            item.error = self.problems.get(name, "not a plain file name")
+            return item
+        t0 = time.perf_counter()
+        try:
+            # The image is read first so that a broken file is reported as such.
+            image = data.load_image(self.root / name)
+        except data.ImageLoadError as exc:
+            item.error = str(exc)
+            return item
+        if name in self.problems:
+            item.error = self.problems[name]
+            return item
+        item.image = data.resize_center_crop(image, self.size)
+        t1 = time.perf_counter()
+        item.seconds_load = t1 - t0
+        if self.superpixels is not None:
+            item.superpixels = self.superpixels(item.image)
+            item.seconds_superpixels = time.perf_counter() - t1
+        return item
+
+
+def batches(items: Iterable[Item], batch_size: int) -> Iterator[list[Item]]:
+    """Group the loader's items, in order, into lists of ``batch_size`` (the last may be short)."""
+    batch: list[Item] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,302 @@
+"""``AttackRun``: attack an image or a folder into a run folder, resumably and in batches.
+
+Images stream through in batches: decoding, resizing and superpixel segmentation run in
+DataLoader worker processes, :class:`~sai_attack.pipeline.batch.BatchAttacker` attacks each
+batch, and the :class:`~sai_attack.runs.RunWriter` writes the PNGs and appends the rows of a
+batch once its files are on disk. Under ``torchrun`` every rank attacks its share; rank 0 holds
+the lock, merges the rows and writes ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from sai_attack import data, parallel
+from sai_attack.attacks import Attack
+from sai_attack.models import ImageClassifier, load_model
+from sai_attack.pipeline.batch import BatchAttacker, attention_for, skip_row
+from sai_attack.pipeline.config import RunOptions
+from sai_attack.pipeline.loading import InputDataset, Item, batches
+from sai_attack.pipeline.summary import summary_record
+from sai_attack.runs import STATUS_OK, RunWriter
+from sai_attack.runtime import EXIT_OK, EXIT_SKIPPED, RunError, resolve_device, trim_heap
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("load", "superpixels", "wait", "clean_forward", "attack", "encode", "evaluate")
+"""Where a run's time goes (``summary.json``, ``bench``): decoding and resizing and superpixel
+segmentation (in the workers), time the main loop waited for the workers, the clean prediction
+(and CAM), the attack iterations, quantising and PNG encoding, prediction on the saved images."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did; also written to ``summary.json``."""
+
+    out: Path
+    total: int = 0
+    processed: int = 0
+    skipped: int = 0
+    reused: int = 0
+    correct: int = 0
+    successes: int = 0
+    success_rate: float = float("nan")
+    mean_delta_eff: float = float("nan")
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every input was processed, 3 when some were skipped.
+
+        Under torchrun every rank exits 0 (torchrun turns any other code into a failure of the
+        whole job); skipped inputs are still listed in ``results.csv`` and on stderr.
+        """
+        if self.world_size > 1:
+            return EXIT_OK
+        return EXIT_SKIPPED if self.skipped else EXIT_OK
+
+
+class AttackRun:
+    """One attack run over an input (file or folder) into an output folder.
+
+    Args:
+        input_path: An image, or a folder of images (optionally with ``labels.csv``).
+        out: The output folder.
+        config: The attack parameters (:class:`~sai_attack.pipeline.config.AttackConfig`).
+        options: Execution options.
+        model: An already loaded model to use instead of ``config.model`` (Python API).
+    """
+
+    def __init__(
+        self,
+        input_path: str | os.PathLike,
+        out: str | os.PathLike,
+        config: Any,
+        options: RunOptions | None = None,
+        model: ImageClassifier | None = None,
+    ) -> None:
+        self.input_path = Path(input_path)
+        self.out = Path(out)
+        self.config = config
+        self.options = options or RunOptions()
+        self.device = resolve_device(self.options.device)
+        self._model = model
+
+    def _check_output_folder(self, inputs: data.InputSet) -> None:
+        out = self.out.resolve()
+        for folder in {inputs.root.resolve(), self.input_path.resolve()}:
+            if folder.is_dir() and out in (folder, folder / "images"):
+                raise RunError(
+                    f"output folder {str(self.out)!r} is the input folder; choose another folder"
+                )
+
+    def image_size(self, model: ImageClassifier) -> int:
+        """The attack resolution: the configured size, else the model's, else 224."""
+        return self.config.image_size or model.input_size or 224
+
+    def _record(self, model: ImageClassifier) -> dict:
+        parameters = {**self.config.record(), "image_size": self.image_size(model)}
+        return {
+            "method": self.config.method,
+            "model": model.name,
+            "parameters": parameters,
+            "input": str(self.input_path),
+        }
+
+    def run(self) -> RunSummary:
+        """Execute the run; returns the summary (also written to ``summary.json``)."""
+        started = time.perf_counter()
+        ctx = parallel.context(self.device)
+        self.device = ctx.device(self.device)
+        self.options.apply_determinism()
+        model = self._model or load_model(self.config.model, self.config.weights)
+        model = model.to(self.device).eval()
+        attention_for(self.config, model)  # a bad attention choice fails before any work
+        attack = self.config.build_attack(model)
+        attack.autocast = self.options.amp_dtype(self.device)
+        inputs = data.discover_inputs(self.input_path, self.options.labels)
+        if self.config.targeted and inputs.labels is None:
+            raise RunError("a targeted attack needs a labels CSV with a 'target' column")
+        self._check_output_folder(inputs)
+        names = inputs.names[: self.options.limit] if self.options.limit else inputs.names
+        writer = RunWriter(self.out, self.options.save_templates, self.device.type != "cpu")
+        error = None
+        if ctx.is_main:
+            try:
+                writer.open(self._record(model), inputs.names)
+            except RunError as exc:
+                error = str(exc)
+        error = ctx.broadcast(error)
+        if error is not None:
+            raise RunError(error)
+        try:
+            summary = self._loop_or_explain(model, attack, inputs, names, ctx, writer)
+            shares = ctx.gather((summary.processed, summary.skipped, summary.timings))
+            ctx.barrier()
+            if ctx.is_main:
+                summary.processed = sum(p for p, _, _ in shares)
+                summary.skipped = sum(k for _, k, _ in shares)
+                summary.timings = {k: sum(t[k] for _, _, t in shares) for k in summary.timings}
+                writer.merge_parts(inputs.names)
+                summary.seconds = time.perf_counter() - started
+                self._finish(summary, writer, model, attack, inputs)
+            ctx.barrier()
+        finally:
+            if ctx.is_main:
+                writer.close()
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _loop_or_explain(self, *args) -> RunSummary:
+        try:
+            return self._loop(*args)
+        except OSError as exc:
+            where = exc.filename or self.out
+            raise RunError(
+                f"cannot write {str(where)!r}: {exc.strerror or exc}; finished images are kept, "
+                "re-run the same command to resume"
+            ) from None
+
+    def _problems(self, inputs: data.InputSet, todo: list[str]) -> dict[str, str]:
+        """Inputs that cannot be attacked and why (no label, no target)."""
+        if inputs.labels is None:
+            return {}
+        table = inputs.labels
+        problems = {n: "no label for this image in the labels file" for n in todo
+                    if n not in table.labels and n not in table.problems}  # fmt: skip
+        problems.update(table.problems)
+        if self.config.targeted:
+            for n in todo:
+                if n in table.labels and n not in table.targets:
+                    problems.setdefault(n, "no target class for this image (targeted attack)")
+        return problems
+
+    def _loader(self, inputs: data.InputSet, todo: list[str], size: int) -> DataLoader:
+        dataset = InputDataset(
+            inputs.root,
+            todo,
+            data.unique_stems(inputs.names),
+            size,
+            self.config.superpixel_config() if self.config.uses_superpixels else None,
+            self._problems(inputs, todo),
+        )
+        batch_size = self.options.batch_size
+        workers = self.options.workers if len(todo) > batch_size else 0
+        # Workers load single images, not whole batches, so every batch is spread over all of
+        # them (the first batch arrives `workers` times sooner); each keeps up to two batches'
+        # worth of images in flight so the segmentation runs ahead of the model.
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            prefetch_factor=max(2, math.ceil(2 * batch_size / workers)) if workers else None,
+        )
+
+    def _loop(
+        self,
+        model: ImageClassifier,
+        attack: Attack,
+        inputs: data.InputSet,
+        names: list[str],
+        ctx: parallel.DistContext,
+        writer: RunWriter,
+    ) -> RunSummary:
+        rows_path = writer.rows_path(ctx.rank, ctx.distributed)
+        done = writer.done()
+        pending_names = [n for n in names if data.printable_name(n) not in done]
+        todo = ctx.shard(pending_names, self.options.batch_size)
+        summary = RunSummary(out=self.out, total=len(names), reused=len(done), rank=ctx.rank,
+                             world_size=ctx.world_size)  # fmt: skip
+        timings = dict.fromkeys(STAGES, 0.0)
+        labels = inputs.labels.labels if inputs.labels else {}
+        attacker = BatchAttacker(
+            model, attack, self.config, writer, labels,
+            inputs.labels.targets if inputs.labels else {}, self.device,
+            self.options.save_templates,
+        )  # fmt: skip
+        progress = self._progress(len(todo))
+        pending: tuple[list[Future], list[dict]] | None = None
+        try:
+            with writer:
+                t_wait = time.perf_counter()
+                for batch in batches(self._loader(inputs, todo, self.image_size(model)),
+                                     self.options.batch_size):  # fmt: skip
+                    timings["wait"] += time.perf_counter() - t_wait
+                    rows, futures = self._process(attacker, labels, batch, timings)
+                    if pending is not None:
+                        writer.commit(rows_path, *pending)
+                        trim_heap()
+                    pending = (futures, rows)
+                    summary.processed += sum(r["status"] == STATUS_OK for r in rows)
+                    summary.skipped += sum(r["status"] != STATUS_OK for r in rows)
+                    if progress is not None:
+                        progress.update(len(batch))
+                    t_wait = time.perf_counter()
+                if pending is not None:
+                    writer.commit(rows_path, *pending)
+        finally:
+            if progress is not None:
+                progress.close()
+        summary.timings = timings
+        return summary
+
+    @staticmethod
+    def _process(
+        attacker: BatchAttacker, labels: dict[str, int], batch: list[Item], timings: dict
+    ) -> tuple[list[dict], list[Future]]:
+        good = [it for it in batch if it.error is None]
+        rows = {it.name: skip_row(it, labels.get(it.name)) for it in batch if it.error is not None}
+        futures: list[Future] = []
+        for it in good:
+            timings["load"] += it.seconds_load
+            timings["superpixels"] += it.seconds_superpixels
+        if good:
+            attacked, futures = attacker(good, timings)
+            rows.update(attacked)
+        return [rows[it.name] for it in batch], futures
+
+    def _progress(self, total: int):
+        show = self.options.progress
+        if show is None:
+            show = sys.stderr.isatty()
+        if not show or total == 0:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="img", desc=self.config.method, file=sys.stderr)
+
+    def _finish(self, summary: RunSummary, writer: RunWriter, model, attack, inputs) -> None:
+        rows = writer.ok_rows()
+        correct = [r for r in rows if r["label"] in ("", r["clean_pred"])]
+        summary.correct = len(correct)
+        summary.successes = sum(int(r["success"]) for r in correct)
+        summary.success_rate = summary.successes / len(correct) if correct else float("nan")
+        deltas = [float(r["delta_eff"]) for r in rows if r["delta_eff"]]
+        summary.mean_delta_eff = float(np.mean(deltas)) if deltas else float("nan")
+        record = self._record(model)
+        writer.write_summary(
+            summary_record(
+                summary,
+                record,
+                attack,
+                len(rows),
+                inputs.labels is not None,
+                str(self.device),
+                attention_for(self.config, model),
+            )
+        )

@@ -1,0 +1,113 @@
+"""``run.json`` and ``summary.json``: what a run was, under one set of parameter names.
+
+Both files hold ``parameters``: every attack and model option of the option table
+(:data:`sai_attack.options.OPTIONS`) under its table name, with the budget protocol and the
+image size resolved (never ``null`` for "the default"). ``run.json`` is written before any work,
+``summary.json`` at the end, with the counts and timings.
+
+Folders written by sai-attack up to commit f20f404 (schema 1) kept the parameters twice, as
+``config`` (``iters``, ``segments``, ``budget: null``) and as ``parameters``/``attack`` (``steps``,
+``n_segments``, the resolved budget); :func:`read_record` reads both kinds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sai_attack import options
+from sai_attack.runs.layout import RunLayout
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+"""The record format written now; folders without a ``schema`` field are schema 1."""
+
+PROTOCOL_TEXT = {
+    "within": "perturbation projected into the L2 ball ||r|| <= eps",
+    "exact": "perturbation rescaled to ||r|| = eps (Scale_eps), reduced only by clipping",
+}
+"""What each budget protocol means, as written into ``summary.json``."""
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; ``{}`` when the file is missing, unreadable or not an object."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read %s: %s", path, exc)
+        return {}
+    if not isinstance(value, dict):
+        logger.warning("ignoring %s: not a JSON object", path)
+        return {}
+    return value
+
+
+def _object(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def normalize_parameters(record: dict) -> dict[str, Any]:
+    """The parameters of a ``run.json`` or ``summary.json`` of any schema, under table names."""
+    if "schema" in record:
+        return dict(_object(record.get("parameters")))
+    config = _object(record.get("config"))
+    params = {options.RENAMED.get(k, k): v for k, v in config.items()}
+    # The attack's own description holds the resolved values (budget, fixed steps).
+    described = _object(record.get("parameters")) or _object(record.get("attack"))
+    params.update({k: v for k, v in described.items() if k in options.OPTIONS})
+    if isinstance(record.get("image_size"), int):
+        params["image_size"] = record["image_size"]
+    return params
+
+
+@dataclass
+class RunRecord:
+    """What a run folder says about its run.
+
+    Attributes:
+        method: The attack method, ``""`` when unknown.
+        model: The attacked model's name, ``""`` when unknown.
+        parameters: Every recorded parameter under its option-table name.
+        summary: The whole ``summary.json`` (``{}`` when missing).
+        schema: 2 for folders written now, 1 for earlier ones.
+    """
+
+    method: str = ""
+    model: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The recorded value of parameter ``name``."""
+        return self.parameters.get(name, default)
+
+    def number(self, name: str) -> float | None:
+        """A numeric parameter, or None when it is missing or not a number."""
+        value = self.parameters.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
+
+
+def read_record(folder: Path) -> RunRecord:
+    """Read ``summary.json`` (else ``run.json``) of a run folder of any schema."""
+    layout = RunLayout(folder)
+    summary = read_json(layout.summary)
+    run = read_json(layout.record)
+    parameters = {**normalize_parameters(run), **normalize_parameters(summary)}
+    method = summary.get("method") or run.get("method") or parameters.get("method") or ""
+    model = summary.get("model") or run.get("model") or parameters.get("model") or ""
+    return RunRecord(
+        method=str(method),
+        model=str(model),
+        parameters=parameters,
+        summary=summary,
+        schema=int(summary.get("schema", run.get("schema", 1)) or 1),
+    )
