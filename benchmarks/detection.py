@@ -18,7 +18,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -136,11 +135,11 @@ def main() -> None:
             attack(args.data_dir, folder, method, delta, beta, superpixel, args)
         print(f"attacks done in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    runs = [read_run(f) for f in folders if (f / "results.csv").is_file()]
+    runs = [read_run(f, require_items=False) for f in folders if (f / "results.csv").is_file()]
     if args.limit:
         # Run folders may hold more images than --limit from earlier, longer runs.
-        runs = [r.subset(set(sorted(r.stems)[: args.limit])) for r in runs]
-    common = set.intersection(*(set(r.stems) for r in runs)) if runs else set()
+        runs = [r.subset(set(sorted(it.stem for it in r.items)[: args.limit])) for r in runs]
+    common = set.intersection(*({it.stem for it in r.items} for r in runs)) if runs else set()
     runs = [r.subset(common) for r in runs]
     print(f"\n{len(common)} images common to {len(runs)} runs", flush=True)
 
@@ -174,8 +173,7 @@ def main() -> None:
         f"({extraction} feature vectors computed, the rest from the cache)"
     )
     for r in results:
-        summary = json.loads((r.run.path / "summary.json").read_text())
-        rate = summary.get("success_rate")
+        rate = r.run.record.summary.get("success_rate")
         success = "n/a" if rate is None else f"{100 * rate:.1f}%"
         fits = [sp.detector for sp in r.result.splits]
         print(
@@ -194,7 +192,7 @@ def main() -> None:
         print()
         print(texture_markdown(reports))
 
-    images = [p for r in runs[:1] for p in r.clean][: args.throughput_images]
+    images = [it.clean for r in runs[:1] for it in r.items][: args.throughput_images]
     if images:
         serial = throughput(images, s, workers=0)
         parallel = throughput(images, s, workers=args.workers) if args.workers > 1 else serial

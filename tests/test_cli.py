@@ -63,7 +63,7 @@ def test_bad_parameters_exit_2_before_work(tmp_path, capsys, args, message):
     ("args", "message"),
     [
         (["--model", "nope"], "unknown model 'nope'; choose one of efficientnet-lite0"),
-        (["--model", "torchvision:resnet18"], "needs --weights PATH"),
+        (["--model", "torchvision:resnet18"], "needs weights (a .pt/.pth state dict"),
         (["--device", "cuda:7"], "device 'cuda:7' requested but CUDA is not available"),
         (["--device", "banana"], "device 'banana' is not a device"),
     ],
@@ -87,7 +87,7 @@ def test_missing_input_exit_2(tmp_path, capsys):
 def test_refuses_to_write_into_input_folder(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
     assert main(["attack", str(tmp_path), "--out", str(tmp_path), "--iters", "1"]) == 1
-    assert "is the input folder" in capsys.readouterr().err
+    assert "is, contains or writes into the input folder" in capsys.readouterr().err
 
 
 @pytest.mark.integration

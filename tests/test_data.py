@@ -106,7 +106,7 @@ def test_to_uint8_rounds_not_truncates():
     assert out.shape == (1, 1, 2, 3)
     np.testing.assert_array_equal(out.transpose(0, 3, 1, 2).ravel(), [0, 0, 1, 255, 255, 0])
     back = data.to_tensor(out)
-    torch.testing.assert_close(back, data.quantize(x))
+    torch.testing.assert_close(back, torch.round(x.clamp(0, 1) * 255.0) / 255.0)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -177,3 +177,77 @@ def test_unique_stems_are_safe_and_unique():
     assert "<" not in stems["<script>x.png"]
     assert not stems[".hid.png"].startswith(".")
     assert len(set(stems.values())) == len(stems)
+
+
+# Small units of the checks that tests/test_hostile_inputs.py exercises end to end.
+
+
+def test_image_format_from_header():
+    assert data.image_format(b"\x89PNG\r\n\x1a\n") == "PNG"
+    assert data.image_format(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "WEBP"
+    assert data.image_format(b"P4\n2 2\n") == "PPM"
+    with pytest.raises(data.ImageLoadError, match="^empty file"):
+        data.image_format(b"")
+    with pytest.raises(data.ImageLoadError, match="^not a recognised image format$"):
+        data.image_format(b"RIFF\x00\x00\x00\x00AVI LIST")
+    with pytest.raises(data.ImageLoadError, match="^unsupported image format 'PDF'"):
+        data.image_format(b"%PDF-1.7")
+
+
+def test_read_limited_refuses_a_file_that_grew(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    with data.open_regular_file(path) as (f, size):
+        path.write_bytes(b"abcdef")  # grows after opening
+        with pytest.raises(data.FileReadError, match="grew while it was read"):
+            data.read_limited(f, size, 100)
+    with data.open_regular_file(path) as (f, size):
+        assert data.read_limited(f, size, 100, already=f.read(2)) == b"abcdef"
+        with pytest.raises(data.FileReadError, match="^file too large: 6 bytes"):
+            data.read_limited(f, size, 5)
+
+
+def test_name_problem():
+    assert data.name_problem("ok name (1).png") is None
+    assert data.name_problem("a\u2215b.png") is None  # looks like a slash, is not one
+    assert data.name_problem("") == "it is empty"
+    assert data.name_problem("a\x00") == "it contains a NUL byte"
+    assert data.name_problem("a\\b") == "it contains a path separator"
+    assert data.name_problem("..") == "it is '..'"
+
+
+def test_labels_with_nul_bytes_and_ragged_rows(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(b"image,label\na.png,1,extra\nb.png\nc\x00.png,3\n\nd.png,4\n")
+    table = data.read_labels(path)
+    assert table.labels == {"a.png": 1, "d.png": 4}
+    assert table.problems["b.png"] == "bad label in labels file: label '' is not an integer"
+    assert "NUL byte" in table.problems["c\x00.png"]
+
+
+def test_discover_a_single_fifo_input(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    inputs = data.discover_inputs(tmp_path / "pipe.png")  # not taken for a folder
+    assert inputs.names == ["pipe.png"]
+    with pytest.raises(data.ImageLoadError, match="^not a regular file$"):
+        data.load_image(tmp_path / "pipe.png")
+
+
+def test_size_text():
+    from sai_attack.data.files import size_text
+
+    assert [size_text(n) for n in (5, 1536, 256 * 2**20, 3 * 2**30)] == [
+        "5 bytes",
+        "1.5 KiB",
+        "256 MiB",
+        "3 GiB",
+    ]
+
+
+def test_discover_unlistable_folder_is_a_one_line_error(tmp_path, monkeypatch):
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(tmp_path), "iterdir", denied)
+    with pytest.raises(ValueError, match="^cannot list input folder .*: Permission denied$"):
+        data.discover_inputs(tmp_path)

@@ -173,8 +173,8 @@ def test_split_target_spec():
          "unknown option 'colour' in target 'onnx:m.onnx@colour=rgb'; options: label-offset, "
          "mean, std, size, weights"),
         ("onnx:m.onnx@label-offset=one", ValueError,
-         "label-offset of target 'onnx:m.onnx@label-offset=one' must be 'auto' or an integer, "
-         "got 'one'"),
+         "label-offset of target 'onnx:m.onnx@label-offset=one' must be 'auto' or an integer "
+         ">= 0, got 'one'"),
         ("onnx:m.onnx@mean=0.5/0.5", ValueError,
          "mean of target 'onnx:m.onnx@mean=0.5/0.5' must be one number or three, got '0.5/0.5'"),
         ("tflite:m.tflite@size=224", ValueError,

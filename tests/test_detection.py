@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import shutil
 from dataclasses import asdict
@@ -25,22 +27,26 @@ from sai_attack.detection import (
     FeatureSettings,
     FLDEnsemble,
     LogisticDetector,
+    cross_attack,
+    detect_runs,
     evaluate_pairs,
     extract_files,
     extract_image,
     load_detector,
     pair_split,
+    run_detection,
     run_label,
     save_detector,
 )
 from sai_attack.detection import classifiers as clf_module
 from sai_attack.detection import features as feat_module
+from sai_attack.detection.protocol import roc_metrics
 from sai_attack.detection.runs import merge_beta, superpixel_algorithm
 from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
 from sai_attack.runs import Run, read_run
 from sai_attack.runs.record import RunRecord
 
-SAMPLE = Path(data.__file__).parent / "samples" / "0ed355357757528d.png"
+SAMPLE = Path(data.__file__).parents[1] / "samples" / "0ed355357757528d.png"
 
 # SPAM-686 of the red channel of SAMPLE, from sealwatch's Python reference implementation
 # (sealwatch 2025.9): entries 0, 1, 171, 342, 343, 500, 685, the sum and the L2 norm.
@@ -53,6 +59,13 @@ SPAM_RED_SUM, SPAM_RED_NORM = 1.9999999999999998, 0.21650110084684518
 # SRM-34671 of the luminance of SAMPLE[:24, :24]: first five entries, sum and norm.
 SRM_CROP_FIRST = [0.33732057, 0.09090909, 0.08133972, 0.055023924, 0.2799043]
 SRM_CROP_SUM, SRM_CROP_NORM = 424.00000726029975, 7.323378464461536
+# CRMQ1-5404 and SRMQ1-12753 (x 3 channels) of gradient_image(), computed once with sealwatch
+# 2025.9 (first five entries, sum and L2 norm; the vectors are float32).
+CRM_FIRST = [0.40333334, 0.27444443, 0.28333333, 0.22, 0.20666666]
+CRM_SUM, CRM_NORM = 86.00000043606269, 3.1754629630674147
+SRMQ1_FIRST = [0.27530864, 0.17901234, 0.18271604, 0.11234568, 0.1962963]
+SRMQ1_SUM, SRMQ1_NORM = 467.9999996514525, 10.413191232857168
+SRMQ1_GRAY_SUM = 156.00000009327778
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,6 +78,14 @@ def smooth_image(rng: np.random.Generator, size: int = 48) -> np.ndarray:
     low = rng.uniform(50, 205, (size // 8, size // 8, 3))
     img = zoom(low, (8, 8, 1), order=1) + rng.normal(0, 2.0, (size, size, 3))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def gradient_image(size: int = 32) -> np.ndarray:
+    """Colour gradients with small integer noise, (size, size, 3) uint8 (integer arithmetic)."""
+    i, j = np.mgrid[0:size, 0:size]
+    base = np.stack([3 * i + 2 * j + 40, 2 * i + 5 * j + 10, 150 - i + j], axis=-1)
+    noise = np.random.default_rng(2024).integers(-3, 4, base.shape)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
 
 
 def plus_minus_one(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
@@ -96,8 +117,9 @@ def synthetic_features():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"features": "lbp"}, "--features must be one of spam, srm, got 'lbp'"),
-        ({"color": "yuv"}, "--color must be one of rgb, gray, got 'yuv'"),
+        ({"features": "lbp"}, "features must be one of spam, srm, srmq1, crm, got 'lbp'"),
+        ({"color": "yuv"}, "color must be one of rgb, gray, got 'yuv'"),
+        ({"features": "crm", "color": "gray"}, "color must be rgb for the crm features"),
     ],
 )
 def test_feature_settings_reject_bad_values(kwargs, message):
@@ -168,6 +190,47 @@ def test_srm_rgb_concatenates_channels():
     np.testing.assert_array_equal(vec[2 * 34671 :], blue)
 
 
+def test_feature_set_registry_documents_dimensions():
+    dims = {name: FeatureSettings(name, "rgb").dim for name in feat_module.FEATURE_SETS}
+    assert dims == {"spam": 2058, "srm": 104013, "srmq1": 38259, "crm": 5404}
+    assert FeatureSettings("srmq1", "gray").dim == 12753
+    assert FeatureSettings("crm").channels == 1  # one vector of the colour image
+    assert FeatureSettings("crm").describe()["title"] == "CRMQ1-5404"
+
+
+def test_crm_agrees_with_sealwatch_and_stored_reference():
+    image = gradient_image()
+    vec = extract_image(image, FeatureSettings("crm", "rgb"))
+    assert vec.shape == (5404,)
+    assert vec.dtype == np.float32
+    np.testing.assert_array_equal(vec, sw.tools.flatten(sw.srm.crm.extract(image, Tc=3)))
+    np.testing.assert_allclose(vec[:5], CRM_FIRST, rtol=1e-6)
+    np.testing.assert_allclose(vec.sum(dtype=np.float64), CRM_SUM, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vec.astype(np.float64)), CRM_NORM, rtol=1e-6)
+    # A colour model: swapping two channels changes the vector (per-channel models would not
+    # change beyond a permutation of blocks).
+    assert not np.array_equal(extract_image(image[..., ::-1].copy(), FeatureSettings("crm")), vec)
+
+
+def test_srmq1_agrees_with_sealwatch_reference_and_srm():
+    image = gradient_image()
+    vec = extract_image(image, FeatureSettings("srmq1", "rgb"))
+    assert vec.shape == (3 * 12753,)
+    assert vec.dtype == np.float32
+    green = sw.tools.flatten(sw.srm.srmq1.extract(image[..., 1]))
+    np.testing.assert_array_equal(vec[12753 : 2 * 12753], green)
+    np.testing.assert_allclose(vec[:5], SRMQ1_FIRST, rtol=1e-6)
+    np.testing.assert_allclose(vec.sum(dtype=np.float64), SRMQ1_SUM, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vec.astype(np.float64)), SRMQ1_NORM, rtol=1e-6)
+    gray = extract_image(image, FeatureSettings("srmq1", "gray"))
+    np.testing.assert_allclose(gray.sum(dtype=np.float64), SRMQ1_GRAY_SUM, rtol=1e-6)
+    # SRMQ1 is the q = 1 part of the SRM: the same sub-models with the same values.
+    q1 = sw.srm.srmq1.extract(image[..., 0])
+    full = sw.srm.extract(image[..., 0])
+    for name, sub in q1.items():
+        np.testing.assert_array_equal(sub, full[name])
+
+
 def test_tiny_or_malformed_images_are_rejected():
     with pytest.raises(
         ValueError, match="image is 7x9 pixels; steganalysis features need at least"
@@ -215,7 +278,7 @@ def test_cache_hits_do_not_recompute(tmp_path, monkeypatch):
     extract_files(paths[:1], FeatureSettings("spam", "gray"), cache=cache)
     assert len(calls) == 5
     # Stored where documented, as plain .npy files.
-    digest = __import__("hashlib").sha256(paths[1].read_bytes()).hexdigest()
+    digest = hashlib.sha256(paths[1].read_bytes()).hexdigest()
     stored = cache.path(digest, settings)
     assert stored == tmp_path / "cache" / "features" / settings.key() / digest[:2] / f"{digest}.npy"
     np.testing.assert_array_equal(np.load(stored, allow_pickle=False), first[1])
@@ -227,6 +290,100 @@ def test_cache_hits_do_not_recompute(tmp_path, monkeypatch):
     # No cache: always computed.
     extract_files(paths[:2], settings, cache=None)
     assert len(calls) == 8
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _huge_header() -> bytes:
+    """A valid .npy header claiming 10^12 float64 values, and no data."""
+    buf = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return np.lib.format.magic(1, 0) + buf.getvalue()
+
+
+def _zip() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, a=np.zeros(686))
+    return buf.getvalue()
+
+
+POISONS = {
+    "nan": lambda v: _npy(np.where(np.arange(v.size) == 3, np.nan, v)),
+    "inf": lambda v: _npy(np.full_like(v, np.inf)),
+    "all nan": lambda v: _npy(np.full_like(v, np.nan)),
+    "short vector": lambda v: _npy(v[:-1]),
+    "2-d": lambda v: _npy(v.reshape(2, -1)),
+    "float32": lambda v: _npy(v.astype(np.float32)),
+    "big-endian": lambda v: _npy(v.astype(">f8")),
+    "object array": lambda v: _npy(np.array([{"x": 1}], dtype=object)),
+    "truncated": lambda v: _npy(v)[:-8],
+    "extra bytes": lambda v: _npy(v) + b"\0" * 8,
+    "huge header": lambda v: _huge_header(),
+    "npz": lambda v: _zip(),
+    "empty": lambda v: b"",
+    "garbage": lambda v: b"\x93NUMPY garbage",
+}
+
+
+@pytest.mark.parametrize("poison", sorted(POISONS))
+def test_poisoned_cache_entry_is_logged_and_recomputed(tmp_path, poison, caplog):
+    paths = _write_images(tmp_path / "imgs", 2, size=16)
+    settings = FeatureSettings("spam", "gray")
+    cache = FeatureCache(tmp_path / "cache")
+    good, _ = extract_files(paths, settings, cache=cache)
+    digest = hashlib.sha256(paths[0].read_bytes()).hexdigest()
+    entry = cache.path(digest, settings)
+    entry.write_bytes(POISONS[poison](good[0]))
+    with caplog.at_level("WARNING", logger="sai_attack.detection"):
+        again, stats = extract_files(paths, settings, cache=cache)
+    np.testing.assert_array_equal(again, good)
+    assert (stats.rejected, stats.computed, stats.cached) == (1, 1, 1)
+    assert f"recomputing cached features {entry}" in caplog.text
+    # Rewritten: the next call reads it back.
+    _, stats = extract_files(paths, settings, cache=cache)
+    assert (stats.rejected, stats.cached) == (0, 2)
+    np.testing.assert_array_equal(np.load(entry, allow_pickle=False), good[0])
+
+
+def test_unreadable_cache_entry_is_recomputed(tmp_path, caplog):
+    paths = _write_images(tmp_path / "imgs", 1, size=16)
+    settings = FeatureSettings("spam", "gray")
+    cache = FeatureCache(tmp_path / "cache")
+    digest = hashlib.sha256(paths[0].read_bytes()).hexdigest()
+    cache.path(digest, settings).mkdir(parents=True)  # a folder where the file should be
+    with caplog.at_level("WARNING", logger="sai_attack.detection"):
+        vec, stats = extract_files(paths, settings, cache=cache)
+    assert (stats.rejected, stats.computed) == (1, 1)
+    assert "cannot read it" in caplog.text
+    np.testing.assert_array_equal(vec[0], extract_files(paths, settings)[0][0])
+
+
+def test_non_finite_vectors_are_never_cached(tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    settings = FeatureSettings("spam", "gray")
+    cache.put("ab" * 32, settings, np.full(686, np.nan))
+    assert not cache.path("ab" * 32, settings).exists()
+    assert cache.lookup("ab" * 32, settings) == (None, False)
+
+
+def test_detect_recovers_from_a_nan_poisoned_cache(tiny_runs, tmp_path):
+    run = read_run(tiny_runs["ifgm-d8"])
+    options = DetectionOptions(classifier="logreg", splits=2, cache_dir=tmp_path / "cache")
+    (first,), _ = detect_runs([run], options)
+    settings = options.settings
+    for item in run.items:  # every clean vector of the run becomes NaN
+        digest = hashlib.sha256(item.clean.read_bytes()).hexdigest()
+        cache_file = options.cache().path(digest, settings)
+        cache_file.write_bytes(_npy(np.full(settings.dim, np.nan)))
+    (again,), _ = detect_runs([run], options)
+    assert again.extraction.rejected == len(run)
+    assert again.result.accuracy == first.result.accuracy
+    assert again.result.auc == first.result.auc
 
 
 def test_cache_writes_go_through_atomic_write(tmp_path, monkeypatch):
@@ -349,6 +506,46 @@ def test_error_rates_and_accuracy_definition(monkeypatch):
         evaluate_pairs(clean, clean[:5], "recording")
 
 
+def test_roc_metrics_on_known_scores():
+    from sklearn.metrics import roc_auc_score
+
+    clean = np.array([-3.0, -2.0, -1.0, 0.5])
+    adversarial = np.array([-0.5, 1.0, 2.0, 3.0])
+    auc, tpr_at, fpr, tpr = roc_metrics(clean, adversarial)
+    # 15 of the 16 (clean, adversarial) pairs are ordered correctly.
+    assert auc == 15 / 16
+    assert auc == roc_auc_score([0] * 4 + [1] * 4, np.concatenate([clean, adversarial]))
+    # With 4 clean images no threshold has 0 < FPR <= 5%: the best at FPR 0 flags 1, 2, 3.
+    assert tpr_at == 0.75
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    # 40 clean images: one false alarm (2.5%) is allowed, two (5%) too, three are not.
+    clean = -np.arange(40.0)
+    adversarial = np.array([0.5, -0.5, -1.5, -2.5])  # above 0, 1, 2, 3 clean scores
+    assert roc_metrics(clean, adversarial)[1] == 0.75
+    with pytest.raises(ValueError, match="scores_clean must be a non-empty array"):
+        roc_metrics(np.array([np.nan]), adversarial)
+
+
+def test_split_metrics_auc_and_tpr(monkeypatch):
+    monkeypatch.setitem(clf_module.CLASSIFIERS, "recording", _RecordingDetector)
+    n = 12
+    ids = np.arange(n, dtype=float)
+    clean = np.stack([ids, -np.ones(n)], axis=1)
+    adversarial = np.stack([ids, np.ones(n)], axis=1)
+    result = evaluate_pairs(clean, adversarial, "recording", splits=3, seed=5)
+    assert (result.auc, result.tpr_at_fpr, result.auc_std) == (1.0, 1.0, 0.0)
+    assert len(result.detectors) == 3
+    fpr, tpr = result.mean_roc()
+    assert (fpr[0], tpr[0], tpr[1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    record = result.describe()
+    assert (record["auc"], record["tpr_at_fpr"], record["fpr_target"]) == (1.0, 1.0, 0.05)
+    assert record["splits"][0]["roc_fpr"][0] == 0.0
+    json.dumps(record, allow_nan=False)  # JSON-ready
+    # A detector that flags everything: chance AUC.
+    same = evaluate_pairs(clean, clean.copy(), "recording", splits=2)
+    assert same.auc == 0.5
+
+
 # --------------------------------------------------------------------------------------------
 # Detectors: known answers
 # --------------------------------------------------------------------------------------------
@@ -463,7 +660,7 @@ def test_load_detector_refuses_tampered_or_pickled_files(tmp_path, synthetic_fea
     with pytest.raises(ValueError, match="sha256 differs"):
         load_detector(json_path)
     record = json.loads(json_path.read_text())
-    record["arrays"]["sha256"] = __import__("hashlib").sha256(npz_path.read_bytes()).hexdigest()
+    record["arrays"]["sha256"] = hashlib.sha256(npz_path.read_bytes()).hexdigest()
     json_path.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="not a valid npz file|non-numeric"):
         load_detector(json_path)
@@ -590,6 +787,9 @@ def test_cli_detect_writes_table2_outputs(tiny_runs, tmp_path, capsys):
     assert lines[header + 2].startswith("| I-FGM | ")
     assert lines[header + 3].startswith("| SAI-FGM (β=0) | ")
     assert "pairs of the same image stay on the same side" in md
+    assert "## Feature sets side by side" in md
+    assert (out / "roc.png").is_file()
+    assert len(list(csv.DictReader((out / "cross_attack.csv").open()))) == 4
     record = json.loads((out / "detection.json").read_text())
     assert record["settings"]["classifier"] == "logreg"
     assert record["settings"]["dim"] == 2058
@@ -651,7 +851,7 @@ def test_cli_detect_skips_runs_with_too_few_pairs(tiny_runs, tmp_path, capsys):
     ("args", "message"),
     [
         (["--splits", "0"], "splits must be an integer >= 1, got 0"),
-        (["--train-fraction", "1"], "train_fraction must lie strictly between 0 and 1, got 1.0"),
+        (["--train-fraction", "1"], "train_fraction must lie strictly between 0 and 1, got 1\n"),
         (["--train-fraction", "x"], "train_fraction must be a number, got 'x'"),
         (["--workers", "-1"], "workers must be an integer >= 0, got -1"),
         (["--features", "lbp"], "invalid choice: 'lbp'"),
@@ -668,3 +868,130 @@ def test_cli_detect_bad_options_exit_2(tmp_path, capsys, args, message):
 def test_cli_detect_not_a_run_folder_exit_2(tmp_path, capsys):
     assert main(["detect", str(tmp_path), "--out", str(tmp_path / "o"), "--no-cache"]) == 2
     assert "is not a run folder: results.csv is missing" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Several feature sets and the cross-attack matrix
+# --------------------------------------------------------------------------------------------
+
+
+def test_detection_options_take_several_feature_sets():
+    options = DetectionOptions(features=["crm", "spam", "crm"])
+    assert options.features == ("crm", "spam")
+    assert [s.dim for s in options.feature_settings] == [5404, 2058]
+    assert options.settings == FeatureSettings("crm")
+    assert DetectionOptions().features == ("spam",)
+    with pytest.raises(ValueError, match="^features must name at least one feature set"):
+        DetectionOptions(features=[])
+    with pytest.raises(ValueError, match="^color must be rgb for the crm features"):
+        DetectionOptions(features=["spam", "crm"], color="gray")
+
+
+def test_cross_attack_keeps_the_image_split_and_reuses_protocol_detectors(tiny_runs, monkeypatch):
+    """Pair ids in column 0: no test image of the tested run was a training image."""
+    monkeypatch.setitem(clf_module.CLASSIFIERS, "recording", _RecordingDetector)
+    full = read_run(tiny_runs["ifgm-d8"])
+    stems = sorted(it.stem for it in full.items)
+    part = read_run(tiny_runs["sai-d8"]).subset(set(stems[2:]))  # 10 of the 12 images
+    ids = {stem: float(i) for i, stem in enumerate(stems)}
+
+    def features(run):
+        col = np.array([ids[it.stem] for it in run.items])
+        return (np.stack([col, -np.ones_like(col)], 1), np.stack([col, np.ones_like(col)], 1))
+
+    runs = [full, part]
+    results = [evaluate_pairs(*features(r), "recording", splits=2, seed=3) for r in runs]
+    _RecordingDetector.log = []
+    cells = cross_attack(runs, results, features, FeatureSettings(), "recording", seed=3)
+    assert [(c.train.name, c.test.name, c.pairs, c.reused) for c in cells] == [
+        ("ifgm-d8", "ifgm-d8", 12, True), ("ifgm-d8", "sai-d8", 10, False),
+        ("sai-d8", "ifgm-d8", 10, True), ("sai-d8", "sai-d8", 10, True),
+    ]  # fmt: skip
+    # The diagonal is the protocol's own result.
+    assert [asdict(s) | {"seconds": 0} for s in cells[0].result.splits] == [
+        asdict(s) | {"seconds": 0} for s in results[0].splits
+    ]
+    # Trained anew only where the common images are not all of the training run's.
+    fits = [e for e in _RecordingDetector.log if e[0] == "fit"]
+    predicts = [e[1] for e in _RecordingDetector.log if e[0] == "predict"]
+    assert len(fits) == 2
+    common = {ids[s] for s in stems[2:]}
+    for k, (_, trained, _) in enumerate(fits):
+        tested = predicts[2 * 2 + 2 * k]  # after the 2 splits of the reused diagonal cell
+        assert set(trained) <= common
+        assert set(tested) <= common
+        assert not set(trained) & set(tested)
+        assert set(trained) | set(tested) == common
+    assert all(c.result.accuracy == 1.0 and c.result.auc == 1.0 for c in cells)
+
+
+def test_run_detection_several_feature_sets_and_cross_matrix(tiny_runs, tmp_path):
+    runs = [read_run(tiny_runs["ifgm-d8"]), read_run(tiny_runs["sai-d8"])]
+    options = DetectionOptions(features=["spam", "crm"], classifier="logreg", splits=2)
+    outcome = run_detection(runs, options)
+    assert [(r.settings.features, r.run.name) for r in outcome.results] == [
+        ("spam", "ifgm-d8"), ("spam", "sai-d8"), ("crm", "ifgm-d8"), ("crm", "sai-d8"),
+    ]  # fmt: skip
+    assert len(outcome.cross) == 8
+    for r in outcome.results:
+        diagonal = next(
+            c for c in outcome.cross
+            if c.settings == r.settings and c.train is r.run and c.test is r.run
+        )  # fmt: skip
+        assert diagonal.reused
+        assert diagonal.result.accuracy == r.result.accuracy
+        assert diagonal.result.auc == r.result.auc
+        assert 0.0 <= r.result.auc <= 1.0
+        assert 0.0 <= r.result.tpr_at_fpr <= 1.0
+        assert r.result.detectors == []  # released after the matrix
+    # The single-set API gives the same numbers without the matrix.
+    results, skipped = detect_runs(runs, DetectionOptions(classifier="logreg", splits=2))
+    assert skipped == []
+    assert [r.result.auc for r in results] == [r.result.auc for r in outcome.results[:2]]
+
+
+def test_cli_detect_several_feature_sets_writes_roc_and_cross_matrix(tiny_runs, tmp_path, capsys):
+    out = tmp_path / "det"
+    runs = [str(tiny_runs["ifgm-d8"]), str(tiny_runs["sai-d8"])]
+    code = main(
+        ["detect", *runs, "--out", str(out), "--features", "spam", "crm", "--classifier",
+         "logreg", "--splits", "2", "--workers", "0", "--cache-dir", str(tmp_path / "cache"),
+         "--save-model", str(tmp_path / "models")]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "CRMQ1-5404 (rgb, 5404-D)" in printed
+    assert "Cross-attack matrix, SPAM-686 (rgb, 2058-D)" in printed
+    rows = list(csv.DictReader((out / "detection.csv").open()))
+    assert [(r["features"], r["run"]) for r in rows] == [
+        ("spam", "ifgm-d8"), ("spam", "sai-d8"), ("crm", "ifgm-d8"), ("crm", "sai-d8"),
+    ]  # fmt: skip
+    for r in rows:
+        assert 0 <= float(r["auc"]) <= 1
+        assert 0 <= float(r["tpr_at_fpr"]) <= 1
+    cross = list(csv.DictReader((out / "cross_attack.csv").open()))
+    assert len(cross) == 8
+    assert {(c["train_run"], c["test_run"]) for c in cross} == {
+        (a, b) for a in ("ifgm-d8", "sai-d8") for b in ("ifgm-d8", "sai-d8")
+    }
+    by_key = {(r["features"], r["run"]): r for r in rows}
+    for c in cross:
+        if c["train_run"] == c["test_run"]:
+            assert c["accuracy"] == by_key[(c["features"], c["train_run"])]["accuracy"]
+    for name in ("roc.png", "cross_attack.png"):
+        with Image.open(out / name) as im:
+            assert im.format == "PNG"
+            assert min(im.size) > 100
+    md = (out / "detection.md").read_text()
+    for heading in ("## SPAM-686 (rgb, 2058-D)", "## CRMQ1-5404 (rgb, 5404-D)",
+                    "## Feature sets side by side", "## Cross-attack matrix"):  # fmt: skip
+        assert heading in md
+    assert "| trained on \\ tested on | I-FGM δ=8 | SAI-FGM (β=0) δ=8 |" in md
+    record = json.loads((out / "detection.json").read_text())
+    assert [s["features"] for s in record["settings"]["feature_sets"]] == ["spam", "crm"]
+    assert len(record["cross_attack"]) == 8
+    assert record["runs"][2]["detection"]["auc"] == pytest.approx(float(rows[2]["auc"]), abs=1e-4)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(
+        f"{run}-{f}.{ext}" for run in ("ifgm-d8", "sai-d8") for f in ("spam", "crm")
+        for ext in ("json", "npz")
+    )  # fmt: skip

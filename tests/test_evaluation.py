@@ -13,6 +13,7 @@ from sai_attack import evaluation as ev
 from sai_attack.cli import main
 from sai_attack.data import load_image, save_png, to_tensor, to_uint8
 from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
+from sai_attack.report import wilson_interval
 from sai_attack.runs import RunFolderError, read_run
 from sai_attack.runtime import image_seed
 
@@ -182,7 +183,24 @@ def test_output_files(evaluation):
     assert "layout of Table 3" in md
     assert "| AVG | 6√N | ifgm (I-FGM) |" in md
     row = result.row("saifgm", "tiny", "none")
-    assert f"{100 * row['success_rate']:.1f}* (n={row['n']})" in md
+    low, high = wilson_interval(row["successes"], row["n"])
+    rate = f"{100 * row['success_rate']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+    assert f"{rate}* (n={row['n']})" in md
+    assert "95% Wilson interval" in md
+    assert header[-2:] == ["ci_low", "ci_high"]
+    with (out / "evaluation.csv").open() as f:
+        for r in csv.DictReader(f):
+            if int(r["n"]):
+                expected = wilson_interval(int(r["successes"]), int(r["n"]))
+                got = (float(r["ci_low"]), float(r["ci_high"]))
+                assert got == pytest.approx(expected, abs=1e-5)
+                assert got[0] <= float(r["success_rate"]) <= got[1]
+            else:
+                assert (r["ci_low"], r["ci_high"]) == ("", "")
+    first = record["results"][0]
+    assert [first["ci_low"], first["ci_high"]] == pytest.approx(
+        wilson_interval(first["successes"], first["n"]), abs=1e-6
+    )
     assert "![resize on tiny](plots/resize_tiny.png)" in md
     for name in ("resize_tiny.png", "resize_other.png", "avgpool_tiny.png", "avgpool_other.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -252,25 +270,24 @@ def test_bad_inputs(tmp_path, runs):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunFolderError, match="is not a run folder: results.csv is missing"):
         ev.evaluate_folders([tmp_path / "empty"], {"tiny": make_tiny_model()}, [])
-    with pytest.raises(RunFolderError, match="no run folder given"):
-        ev.evaluate_folders([], {"tiny": make_tiny_model()}, [])
     with pytest.raises(ValueError, match="unknown defense 'blur'"):
         ev.evaluate_folders([runs["ifgm"]], {"tiny": make_tiny_model()}, ["blur:3"])
     # The default model is the one the run attacked; "tiny" is not a loadable name.
     with pytest.raises(ValueError, match="unknown target 'tiny'"):
         ev.evaluate_folders([runs["ifgm"]], None, [])
-    run = read_run(runs["ifgm"])
+    run, tiny = read_run(runs["ifgm"]), ev.Target("tiny", "tiny", make_tiny_model())
     with pytest.raises(ev.EvaluationError, match="models is empty"):
         ev.load_targets([" "], [run])
     with pytest.raises(ev.EvaluationError, match="no model to evaluate on"):
         ev.evaluate([run], [], [])
-    tiny = ev.Target("tiny", "tiny", make_tiny_model())
     with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 65536\], got 0"):
         ev.evaluate([run], [tiny], [], batch_size=0)
 
 
-def _schema1_records(folder):
-    """summary.json and run.json as the previous version (f20f404, no "schema") wrote them."""
+def test_reads_a_run_folder_of_the_previous_version(runs, tmp_path):
+    old = tmp_path / "old-schema"
+    shutil.copytree(runs["ifgm-targeted"], old)
+    # summary.json and run.json as f20f404 wrote them (no "schema"; "iters", "segments").
     config = {
         "method": "ifgm", "model": "tiny", "weights": None, "delta": 6.0, "iters": 3,
         "superpixel": "slic", "superpixel_size": 5.0, "segments": None, "compactness": 20.0,
@@ -280,23 +297,14 @@ def _schema1_records(folder):
     }  # fmt: skip
     attack = {"method": "ifgm", "delta": 6.0, "steps": 3, "loss": "ce", "targeted": True,
               "budget": "within", "seed": 0}  # fmt: skip
-    summary = {"method": "ifgm", "model": "tiny", "parameters": attack, "config": config,
-               "counts": {"inputs": 8, "ok": 8}, "success_rate": None}  # fmt: skip
-    record = {"config": config, "attack": attack, "model": "tiny", "input": "inputs",
-              "image_size": 32}  # fmt: skip
-    (folder / "summary.json").write_text(json.dumps(summary))
-    (folder / "run.json").write_text(json.dumps(record))
-
-
-def test_reads_a_run_folder_of_the_previous_version(runs, tmp_path):
-    old = tmp_path / "old-schema"
-    shutil.copytree(runs["ifgm-targeted"], old)
-    _schema1_records(old)
+    summary = {"method": "ifgm", "model": "tiny", "parameters": attack, "config": config}
+    record = {"config": config, "attack": attack, "model": "tiny", "input": "in", "image_size": 32}
+    (old / "summary.json").write_text(json.dumps(summary))
+    (old / "run.json").write_text(json.dumps(record))
     result = ev.evaluate_folders([old], {"tiny": make_tiny_model()}, ["jpeg:60"], batch_size=3)
     run = result.runs[0]
-    assert run.record.schema == 1
+    assert (run.record.schema, len(run.items)) == (1, 8)
     assert (run.method, run.model, run.delta, run.targeted) == ("ifgm", "tiny", 6.0, True)
-    assert len(run.items) == 8
     for spec in ("none", "jpeg:60"):
         row = result.row("old-schema", "tiny", spec)
         assert (row["method"], row["delta"], row["targeted"]) == ("ifgm", 6.0, True)
@@ -304,24 +312,16 @@ def test_reads_a_run_folder_of_the_previous_version(runs, tmp_path):
         assert (row["n"], row["successes"]) == expected
     assert result.row("old-schema", "tiny", "none")["setting"] == "white-box"
     described = json.loads(ev.results_json(result))["runs"][0]
-    assert described["method"] == "ifgm"
-    assert described["delta"] == 6.0
-    assert described["targeted"] is True
+    assert [described[k] for k in ("method", "delta", "targeted")] == ["ifgm", 6.0, True]
     assert "| old-schema (I-FGM, δ=6) |" in ev.results_markdown(result)
 
 
 def _export_tiny(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            TinyNet().eval(),
-            (torch.rand(1, 3, 32, 32),),
-            str(path),
-            dynamo=False,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
-        )
+        torch.onnx.export(TinyNet().eval(), (torch.rand(1, 3, 32, 32),), str(path), dynamo=False,
+                          input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})  # fmt: skip
 
 
 def test_cli_evaluate_with_an_onnx_target(runs, tmp_path, capsys):
@@ -360,10 +360,7 @@ def test_cli_evaluate_with_an_onnx_target(runs, tmp_path, capsys):
         (["--label-offset", "x"], "label_offset must be 'auto' or an integer >= 0, got 'x'"),
         (["--label-offset", "-1"], "label_offset must be 'auto' or an integer >= 0, got '-1'"),
         (["--seed", "-1"], "seed must be an integer >= 0, got -1"),
-        (
-            ["--batch-size", "0"],
-            "argument --batch-size: batch_size must be an integer in [1, 65536], got 0",
-        ),
+        (["--batch-size", "0"], "--batch-size: batch_size must be an integer in [1, 65536]"),
     ],
 )
 def test_cli_bad_arguments_exit_2(runs, tmp_path, capsys, args, message):

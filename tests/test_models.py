@@ -71,7 +71,7 @@ def test_unknown_model_and_missing_weights():
         ValueError, match="unknown model 'alexnet2'; choose one of efficientnet-lite0"
     ):
         load_model("alexnet2")
-    with pytest.raises(WeightsError, match="model 'torchvision:resnet18' needs --weights PATH"):
+    with pytest.raises(WeightsError, match="model 'torchvision:resnet18' needs weights"):
         load_model("torchvision:resnet18")
     with pytest.raises(ValueError, match="unknown torchvision architecture 'resnet999'"):
         load_model("torchvision:resnet999", weights="x.pt")

@@ -80,9 +80,19 @@ def small_input(tmp_path, nips17):
 def test_second_process_is_refused_and_stale_lock_taken_over(tmp_path, small_input, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)"
+    )
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", holder, str(out / ".lock")], stdout=subprocess.PIPE, text=True
+    )
     try:
-        (out / ".lock").write_text(f"{sleeper.pid}\n")
+        assert sleeper.stdout.readline().strip() == "locked"
         args = ["attack", str(small_input), "--out", str(out), "--iters", "1", "--limit", "2"]
         assert main(args) == 1
         assert f"is in use by process {sleeper.pid}" in capsys.readouterr().err
@@ -90,7 +100,7 @@ def test_second_process_is_refused_and_stale_lock_taken_over(tmp_path, small_inp
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert main(args) == 0  # the owner is gone: its lock is stale and taken over
+    assert main(args) == 0  # the owner is gone: the kernel released its lock
     assert len(_rows(out)) == 2
     assert not (out / ".lock").exists()
 

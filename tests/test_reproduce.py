@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binomtest
 
 from conftest import make_tiny_model
 from sai_attack import data
@@ -15,6 +16,7 @@ from sai_attack.models import MODELS, ModelSpec
 from sai_attack.reproduce import PRESETS, RunSpec, Settings, run_reproduce
 
 EVIL = "<img src=x onerror=alert(1)>.png"
+RATE = r"(\d+\.\d) \[(\d+\.\d), (\d+\.\d)\]"  # a percentage with its 95% interval
 
 
 class _Tables(HTMLParser):
@@ -158,7 +160,33 @@ def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
     # Some numbers are real: white-box success of I-FGM at delta 16 on its own predictions.
     table1 = list(csv.DictReader(io.StringIO((out / "tables" / "table1_paper.csv").read_text())))
     ifgm = next(r for r in table1 if r["method"] == "I-FGM")
-    assert 0 <= float(ifgm["tiny-white*"]) <= 100
+    rate, low, high = map(float, re.fullmatch(RATE, ifgm["tiny-white*"]).groups())
+    assert 0 <= low <= rate <= high <= 100
+    # The summary: every value with its 95% interval, every verdict from the paired test
+    # (success rates) or from the split intervals (detection).
+    summary = list(
+        csv.DictReader(io.StringIO((out / "tables" / "summary_matched_norm.csv").read_text()))
+    )
+    assert summary[0]["measurement"].startswith("Table 1, white-box")
+    verdicts = {"paper protocol": "paper test", "matched norm": "matched test"}
+    for row in summary:
+        for verdict, test in ((row[v], row[t]) for v, t in verdicts.items()):
+            assert verdict in ("wins", "loses", "tie", "n/a"), row
+            if verdict == "n/a":  # a rate over no image (n = 0) on this tiny data
+                assert row is not summary[0]
+                continue
+            assert all(re.fullmatch(RATE, row[c]) for c in ("SAI-FGM", "I-FGM (paper)")), row
+            if "detection" in row["measurement"]:
+                assert re.fullmatch(r"95% split intervals (overlap|apart)", test), row
+                assert (verdict == "tie") == test.endswith("overlap")
+                continue
+            pattern = r"McNemar p [=<] ([\d.]+), (\d+) vs (\d+) discordant of \d+ images"
+            match = re.fullmatch(pattern, test)
+            assert match, row
+            b, c = int(match[2]), int(match[3])
+            expected = 1.0 if b + c == 0 else binomtest(min(b, c), b + c, 0.5).pvalue
+            assert float(match[1]) == pytest.approx(max(expected, 0.001), abs=5e-4), row
+            assert (verdict == "tie") == (expected >= 0.05), row
     assert re.fullmatch(r"\d+\.\d\d", ifgm["delta_eff"])
     # Every measured cell of the defense tables is filled (a spec mismatch leaves blanks).
     for key, columns in (
@@ -180,6 +208,20 @@ def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
     # ... and no evaluation or detection is computed again
     assert cached == {p: p.stat().st_mtime_ns for p in (out / "cache").glob("*.json")}
     after = {p: p.read_text() for p in (out / "tables").glob("*.csv")}
-    strip = {k: v for k, v in before.items() if "gradient_mode" not in k.name}
-    assert strip == {k: v for k, v in after.items() if "gradient_mode" not in k.name}
-    assert np.isfinite(len(after))
+    assert before.keys() == after.keys()
+    # Identical, except the attack time per image of the gradient-mode ablation (a measurement),
+    # which must still be a finite number of seconds for every mode.
+    timing = "attack s/image"
+
+    def without_timing(text):
+        rows = list(csv.DictReader(io.StringIO(text)))
+        return [{k: v for k, v in row.items() if k != timing} for row in rows]
+
+    for path, text in after.items():
+        if "gradient_mode" not in path.name:
+            assert before[path] == text, path.name
+            continue
+        assert without_timing(before[path]) == without_timing(text)
+        seconds = [float(row[timing]) for row in csv.DictReader(io.StringIO(text))]
+        assert len(seconds) == len(PRESETS["tiny"].grad_modes)
+        assert all(np.isfinite(s) and s >= 0 for s in seconds), seconds

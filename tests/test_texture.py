@@ -20,7 +20,7 @@ from sai_attack.cli import main
 from sai_attack.detection.texture import analyze_run, hill_cost, region_stats
 from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
 
-SAMPLE = Path(data.__file__).parent / "samples" / "0ed355357757528d.png"
+SAMPLE = Path(data.__file__).parents[1] / "samples" / "0ed355357757528d.png"
 FLAT_COST = 1.0 / np.finfo(np.float32).eps  # HILL of a flat area: 1/EPS32 everywhere
 
 

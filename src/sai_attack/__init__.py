@@ -7,8 +7,6 @@ Quick use::
     adv = SAIFGM(model, delta=4)(images, labels)   # images: (B, 3, H, W) in [0, 1]
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from sai_attack.attacks import (
     ATTACKS,
     FGM,
@@ -21,11 +19,7 @@ from sai_attack.attacks import (
     AttackResult,
 )
 from sai_attack.models import MODELS, ImageClassifier, load_model
-
-try:
-    __version__ = version("sai-attack")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
+from sai_attack.runtime import __version__
 
 __all__ = [
     "ATTACKS",

@@ -22,8 +22,8 @@ from typing import Any
 
 GROUPS = {
     "attack": "attack",
-    "superpixels": "superpixels (sa-fgm, sai-fgm, m-sai-fgm)",
-    "attention": "attention (sa-fgm, sai-fgm, m-sai-fgm)",
+    "superpixels": "superpixels (the superpixel methods)",
+    "attention": "attention (the superpixel methods)",
     "model": "model",
     "execution": "execution (does not change the results)",
 }

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import platform
 import sys
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
+
+try:
+    __version__ = version("sai-attack")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0"
 
 EXIT_OK = 0
 """Every input was processed."""
@@ -27,6 +34,8 @@ EXIT_SKIPPED = 3
 """The run finished, but some inputs were skipped (their reasons are in ``results.csv``)."""
 EXIT_INTERRUPTED = 130
 """Interrupted (Ctrl-C); re-running the same command resumes."""
+EXIT_TERMINATED = 143
+"""Terminated (SIGTERM), handled like Ctrl-C; re-running the same command resumes."""
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "all inputs processed",
@@ -34,6 +43,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_USAGE: "usage error, nothing done",
     EXIT_SKIPPED: "some inputs skipped",
     EXIT_INTERRUPTED: "interrupted",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
 }
 """Exit codes of the command line and their meaning (the one list of them)."""
 
@@ -81,8 +91,6 @@ def library_versions() -> dict[str, str]:
     import PIL
     import skimage
 
-    from sai_attack import __version__
-
     return {
         "sai_attack": __version__,
         "python": platform.python_version(),
@@ -92,6 +100,29 @@ def library_versions() -> dict[str, str]:
         "opencv": cv2.__version__,
         "pillow": PIL.__version__,
     }
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(_worker_id: int = 0) -> None:
+    """Make this (worker) process receive SIGKILL when its parent dies (Linux; else nothing).
+
+    Used as the ``worker_init_fn`` of every DataLoader and the initializer of worker pools, so
+    that killing the main process (SIGKILL included) never leaves workers behind.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    except (OSError, AttributeError):  # not glibc
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:

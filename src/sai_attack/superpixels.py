@@ -352,14 +352,6 @@ def reduce(pixels: torch.Tensor, labels: torch.Tensor, num: int, how: str = "mea
     return out.scatter_reduce(2, index, pixels.reshape(b, c, h * w), how, include_self=False)
 
 
-def counts(labels: torch.Tensor, num: int) -> torch.Tensor:
-    """Pixels per superpixel, shape (B, K)."""
-    _check_labels(labels)
-    b = labels.shape[0]
-    ones = torch.ones_like(labels.view(b, -1), dtype=torch.float32)
-    return torch.zeros(b, num, device=labels.device).scatter_add(1, labels.view(b, -1), ones)
-
-
 def stack_labels(templates: list[np.ndarray] | np.ndarray) -> torch.Tensor:
     """Stack (H, W) label arrays into a (B, H, W) int64 tensor."""
     arr = np.stack(list(templates)) if not isinstance(templates, np.ndarray) else templates

@@ -1,20 +1,29 @@
 """The ``sai-attack`` command line.
 
-Exit codes: 0 everything processed; 3 finished but some inputs were skipped (see the status
-column of ``results.csv``); 2 usage error (bad option or parameter, nothing done); 1 the run could
-not proceed (output folder locked or unwritable).
+Exit codes (:data:`sai_attack.runtime.EXIT_CODES`): 0 everything processed; 3 finished but some
+inputs were skipped (see the status column of ``results.csv``); 2 usage error (bad option or
+parameter, nothing done); 1 the run could not proceed (output folder locked or unwritable);
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from sai_attack.cli import attack, bench, detect, evaluate, reproduce
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+from sai_attack.runtime import (
+    EXIT_CODES,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    RunError,
+)
 
 COMMAND_MODULES = (attack, evaluate, detect, reproduce, bench)
 """Modules whose ``register(subparsers)`` adds their subcommands, in ``--help`` order."""
@@ -26,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sai-attack",
         description="Superpixel-guided attentional adversarial attacks (Dong et al., CVPR 2020) "
         "and their evaluation.",
-        epilog="Exit codes: 0 all inputs processed, 3 some inputs skipped, 2 usage error, "
-        "1 the run could not proceed.",
+        epilog="Exit codes: " + ", ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
@@ -51,14 +59,23 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     root.propagate = False
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: finished work is kept and the run can resume."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
     from sai_attack.parallel import shutdown
-    from sai_attack.runtime import RunError
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     clean = False
     try:
         code = int(args.func(args))
@@ -71,9 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RunError, OSError) as exc:
         print(f"sai-attack: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("sai-attack: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"sai-attack: {how}; re-run the same command to resume", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     finally:
         shutdown(clean)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sai_attack.attacks import ATTACKS
-from sai_attack.cli.options import add_argument, add_options, names_in, option_values
+from sai_attack.cli.options import add_argument, add_command, add_options, names_in, option_values
 from sai_attack.options import Option
 
 BENCH_EXECUTION = ("batch_size", "device", "workers", "amp")
@@ -14,7 +14,12 @@ REPEATS = Option("repeats", int, 1, "time every method this many times, in turn,
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark, print the tables, optionally write JSON."""
+    """Measure speed and memory of every method.
+
+    Times every method through the real attack pipeline on the same images: images/s, s/image,
+    stage split, ratio to I-FGM, efficiency against the model's bare forward+backward pass,
+    peak memory, and torchattacks PGDL2 as a reference.
+    """
     from sai_attack.bench import BenchConfig, format_report, run_bench, write_json
 
     config = BenchConfig(
@@ -37,13 +42,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
-    p = sub.add_parser(
-        "bench",
-        help="measure speed and memory of every method",
-        description="Times every method through the real attack pipeline on the same images: "
-        "images/s, s/image, stage split, ratio to I-FGM, efficiency against the model's bare "
-        "forward+backward pass, peak memory, and torchattacks PGDL2 as a reference.",
-    )
+    p = add_command(sub, cmd_bench)
     p.add_argument("input", help="an image folder (labels.csv optional)")
     p.add_argument("--methods", nargs="+", choices=list(ATTACKS), default=list(ATTACKS),
                    help="methods to time (default: all)")  # fmt: skip
@@ -55,4 +54,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                     if n != "method"]  # fmt: skip
     add_options(p, [*attack_names, *BENCH_EXECUTION, "limit"], defaults={"limit": 64},
                 helps={"limit": "number of images"})  # fmt: skip
-    p.set_defaults(func=cmd_bench)

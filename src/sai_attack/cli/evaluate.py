@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sai_attack.cli.options import add_argument, add_options, parse_value
+from sai_attack.cli.options import add_argument, add_command, add_options, parse_value
 from sai_attack.options import Option, default
 
 EPILOG = """\
@@ -22,6 +22,11 @@ bitdepth:D, median:K; lists avgpool:3,5,7; sweeps resize:1.0..3.0:0.1, jpeg:5..9
 models: efficientnet-lite0/1/2, torchvision:<arch>@weights=PATH, timm:<name>@weights=PATH,
 tflite:PATH, onnx:PATH; deployed models take options after '@', e.g.
 tflite:m.tflite@label-offset=1 or onnx:m.onnx@mean=0.5,std=0.5,size=224.
+
+refused: an --out that is, contains or lies inside a RUN_DIR (symlinks resolved) exits with 1
+before any work. An image whose PNG cannot be decoded, or whose clean and adversarial PNGs differ
+in size or are not of the run's size, is left out with its reason (logged, and counted in
+evaluation.json's missing_files); the other images are evaluated.
 """
 
 
@@ -31,7 +36,6 @@ SEED = Option(
     0,
     "seed of randomised defenses (tvm); each image's seed is derived from it and the image name",
     low=0,
-    high=2**63 - 1,
     metavar="N",
 )
 LABEL_OFFSET = Option(
@@ -59,7 +63,13 @@ def _label_offset(text: str) -> int | str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``sai-attack evaluate RUN_DIR [RUN_DIR ...] --out DIR``."""
+    """Success rates of attack run folders under models and defenses.
+
+    Evaluate the adversarial images of one or more run folders (written by 'sai-attack attack')
+    on several models (white-box / black-box) and after image-processing defenses
+    (gray-box), as in Sec. 4.1-4.2 of Dong et al. Writes DIR/evaluation.csv, evaluation.json,
+    evaluation.md, predictions.csv and, for swept defenses, DIR/plots/*.png.
+    """
     from sai_attack import evaluation as ev
 
     bar = None
@@ -85,6 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             workers=args.workers,
             seed=args.seed,
             on_batch=progress,
+            out=args.out,
         )
     finally:
         if bar is not None:
@@ -112,16 +123,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` subcommand."""
-    p = sub.add_parser(
-        "evaluate",
-        help="success rates of attack run folders under models and defenses",
-        description="Evaluate the adversarial images of one or more run folders (written by "
-        "'sai-attack attack') on several models (white-box / black-box) and after image-"
-        "processing defenses (gray-box), as in Sec. 4.1-4.2 of Dong et al. Writes "
-        "DIR/evaluation.csv, evaluation.json, evaluation.md, predictions.csv and, for swept "
-        "defenses, DIR/plots/*.png.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, cmd_evaluate, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -148,4 +151,3 @@ def register(sub: argparse._SubParsersAction) -> None:
             f"(default {default('workers')})"
         },
     )
-    p.set_defaults(func=cmd_evaluate)

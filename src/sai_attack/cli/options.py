@@ -10,6 +10,8 @@ parse and fail the same way.
 from __future__ import annotations
 
 import argparse
+import inspect
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -116,6 +118,20 @@ def option_values(args: argparse.Namespace, *groups: str) -> dict[str, Any]:
 def names_in(*groups: str) -> list[str]:
     """The names of the table options of ``groups``."""
     return [o.name for o in table.in_group(*groups)]
+
+
+def add_command(sub: Any, func: Callable[[argparse.Namespace], int], **kwargs: Any) -> Any:
+    """Add the subcommand that ``func`` (``cmd_<name>``) runs; its docstring is the help.
+
+    The first line of the docstring is the one-line help of ``sai-attack --help``, the rest the
+    description of ``sai-attack <name> --help``.
+    """
+    name = func.__name__.removeprefix("cmd_").replace("_", "-")
+    summary, _, description = inspect.getdoc(func).partition("\n")
+    text = textwrap.fill(" ".join(description.split()), width=79, break_on_hyphens=False)
+    parser = sub.add_parser(name, help=summary.rstrip("."), description=text, **kwargs)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def add_argument(parser: Any, option: Option, **overrides: Any) -> None:

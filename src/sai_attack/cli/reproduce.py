@@ -5,19 +5,37 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sai_attack.cli.options import int_at_least
-from sai_attack.models import DEFAULT_MODEL
+from sai_attack import options
+from sai_attack.cli.options import add_argument, add_command, add_options
+from sai_attack.options import Option
+
+OWN_OPTIONS = (
+    Option("data", str, None, "folder of images with labels.csv (image,label)", metavar="DIR"),
+    Option("out", str, None, "output folder", metavar="DIR"),
+    Option("images", int, None, "override the preset's image count", low=1, nullable=True,
+           metavar="N"),
+)  # fmt: skip
+"""The options only ``reproduce`` has (besides ``--preset`` and the model lists)."""
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Run the reproduction and print where the report is."""
-    from sai_attack.runtime import resolve_device
+    """Run the paper's experiments end to end and write one report.
+
+    Regenerates every table and figure of the paper's Section 4 on your data and models (attack
+    ability, steganalysis detection, image-processing defenses, superpixel algorithms,
+    ablations, foreground/background and texture analyses, visual comparison) under the
+    paper protocol and at matched norm, into DIR/report.html, DIR/report.md, DIR/tables and
+    DIR/figures. Re-running resumes.
+    """
     from sai_attack.reproduce import PRESETS, Settings, run_reproduce, with_images
+    from sai_attack.runs.layout import check_output_folder
+    from sai_attack.runtime import resolve_device
 
     data = Path(args.data)
     if not (data.is_dir() or data.is_file()):
         raise FileNotFoundError(f"--data {str(data)!r} does not exist")
     resolve_device(args.device)  # fail before any work
+    check_output_folder(args.out, [data if data.is_dir() else data.parent], "data folder")
     settings = Settings(
         data=data,
         out=Path(args.out),
@@ -37,41 +55,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``reproduce`` subcommand."""
-    from sai_attack.reproduce import PRESETS
+    from sai_attack.reproduce import BLACK_BOX_MODELS, PRESETS
 
-    p = sub.add_parser(
-        "reproduce",
-        help="run the paper's experiments end to end and write one report",
-        description="Regenerates every table and figure of the paper's Section 4 on your data "
-        "and models (attack ability, steganalysis detection, image-processing defenses, "
-        "superpixel algorithms, ablations, foreground/background and texture analyses, visual "
-        "comparison) under the paper protocol and at matched norm, into DIR/report.html, "
-        "DIR/report.md, DIR/tables and DIR/figures. Re-running resumes.",
+    p = add_command(
+        sub,
+        cmd_reproduce,
+        epilog="refused: an --out that is, lies inside or contains the --data folder (symlinks "
+        "resolved) exits with 1 before any work.",
     )
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="folder of images with labels.csv (image,label)")  # fmt: skip
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    data, out, images = OWN_OPTIONS
+    add_argument(p, data, required=True)
+    add_argument(p, out, required=True)
     p.add_argument("--preset", choices=list(PRESETS), default="quick",
                    help="quick: ~100 images, fewer sweep points (< 30 min on a 2-core CPU); "
                    "full: all images, all points; tiny: smoke test (default quick)")  # fmt: skip
-    p.add_argument("--images", type=int_at_least("--images", 1), default=None,
-                   help="override the preset's image count")  # fmt: skip
-    p.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"white-box model (default {DEFAULT_MODEL})"
-    )
-    p.add_argument(
-        "--black-box",
-        nargs="*",
-        default=["efficientnet-lite1", "efficientnet-lite2"],
-        metavar="MODEL",
-        help="black-box PyTorch models (default: lite1, lite2)",
-    )
+    add_argument(p, images)
+    p.add_argument("--black-box", nargs="*", default=list(BLACK_BOX_MODELS), metavar="MODEL",
+                   help="black-box PyTorch models (default: lite1, lite2)")  # fmt: skip
     p.add_argument("--target", nargs="*", default=[], metavar="SPEC",
                    help="more black-box targets, e.g. tflite:PATH or onnx:PATH")  # fmt: skip
-    p.add_argument("--batch-size", type=int_at_least("--batch-size", 1), default=16,
-                   help="images per batch (default 16)")  # fmt: skip
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--workers", type=int_at_least("--workers", 0), default=1,
-                   help="worker processes: loading, features, detectors (default 1)")  # fmt: skip
-    p.add_argument("--seed", type=int_at_least("--seed", 0), default=0, help="seed (default 0)")
-    p.set_defaults(func=cmd_reproduce)
+    add_options(
+        p,
+        ["model", "batch_size", "device", "workers", "seed"],
+        helps={
+            "model": f"white-box model (default {options.default('model')})",
+            "workers": "worker processes: loading, features, detectors "
+            f"(default {options.default('workers')})",
+            "seed": "seed of the attacks, the randomised defenses and the detector splits "
+            f"(default {options.default('seed')})",
+        },
+    )

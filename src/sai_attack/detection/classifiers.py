@@ -19,7 +19,10 @@ import io
 import json
 import logging
 import os
+import zipfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +115,8 @@ class LogisticDetector(Detector):
                 raise ValueError(f"logreg array {name!r} must be ({det.dim},) and finite")
         if np.any(det.scale <= 0):
             raise ValueError("logreg array 'scale' must be > 0")
+        if not np.isfinite(det.intercept):
+            raise ValueError(f"logreg intercept must be finite, got {det.intercept}")
         return det
 
 
@@ -122,7 +127,7 @@ CLASSIFIERS: dict[str, type[Detector]] = {"fld": FLDEnsemble, "logreg": Logistic
 def make_detector(name: str, **options) -> Detector:
     """A new, unfitted detector by CLI name; ``options`` go to its constructor."""
     if name not in CLASSIFIERS:
-        raise ValueError(f"--classifier must be one of {', '.join(CLASSIFIERS)}, got {name!r}")
+        raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {name!r}")
     return CLASSIFIERS[name](**options)
 
 
@@ -175,8 +180,35 @@ def save_detector(
     return json_path, npz_path
 
 
+def _field(record: dict, key: str, kind: type, where: Path) -> Any:
+    """``record[key]`` when it is of ``kind`` (a bool is no integer here), else ValueError."""
+    value = record.get(key)
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"{str(where)!r} is not a valid saved detector: {key!r} is {value!r:.60}")
+
+
+def _read_arrays(npz_path: Path, payload: bytes) -> dict[str, np.ndarray]:
+    """The numeric arrays of a detector's ``.npz`` (read without pickle)."""
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        # A truncated or tampered zip fails in its directory, a member's CRC or its npy header.
+        raise ValueError(
+            f"{str(npz_path)!r} is not a valid npz file ({type(exc).__name__}: {exc})"
+        ) from None
+    for key, arr in arrays.items():
+        if arr.dtype.kind not in "iuf":
+            raise ValueError(f"{str(npz_path)!r}: array {key!r} has non-numeric dtype {arr.dtype}")
+    return arrays
+
+
 def load_detector(path: str | os.PathLike) -> tuple[Detector, FeatureSettings, dict]:
     """Load a detector written by :func:`save_detector` (no pickle is ever read).
+
+    Every field is checked for its type, so a tampered file fails with a message, never with an
+    exception from deep inside.
 
     Args:
         path: The JSON file (its ``.npz`` must sit next to it, as written).
@@ -193,7 +225,7 @@ def load_detector(path: str | os.PathLike) -> tuple[Detector, FeatureSettings, d
         raise FileNotFoundError(f"detector file {str(json_path)!r} does not exist")
     try:
         record = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{str(json_path)!r} is not a saved detector (bad JSON: {exc})") from None
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
         raise ValueError(
@@ -201,43 +233,48 @@ def load_detector(path: str | os.PathLike) -> tuple[Detector, FeatureSettings, d
         )
     if record.get("format_version") != MODEL_FORMAT_VERSION:
         raise ValueError(
-            f"{str(json_path)!r} has detector format version {record.get('format_version')!r}; "
+            f"{str(json_path)!r} has detector format version {record.get('format_version')!r:.60}; "
             f"this version reads {MODEL_FORMAT_VERSION}"
         )
-    name = record.get("classifier")
+    name = _field(record, "classifier", str, json_path)
     if name not in CLASSIFIERS:
-        raise ValueError(f"{str(json_path)!r}: unknown classifier {name!r}")
-    feats = record.get("features") or {}
-    settings = FeatureSettings(str(feats.get("features")), str(feats.get("color")))
-    dim = record.get("dim")
+        raise ValueError(f"{str(json_path)!r}: unknown classifier {name!r:.60}")
+    feats = _field(record, "features", dict, json_path)
+    features = _field(feats, "features", str, json_path)
+    color = _field(feats, "color", str, json_path)
+    try:
+        settings = FeatureSettings(features, color)
+    except ValueError as exc:
+        raise ValueError(f"{str(json_path)!r}: {exc}") from None
+    dim = _field(record, "dim", int, json_path)
     if dim != settings.dim:
         raise ValueError(
             f"{str(json_path)!r}: dimension {dim!r} does not match {settings.features}/"
             f"{settings.color} features ({settings.dim})"
         )
-    meta = record.get("arrays") or {}
-    npz_name = str(meta.get("file", ""))
+    meta = _field(record, "arrays", dict, json_path)
+    npz_name = _field(meta, "file", str, json_path)
+    names = _field(meta, "names", list, json_path)
     if Path(npz_name).name != npz_name or not npz_name.endswith(".npz"):
-        raise ValueError(f"{str(json_path)!r}: bad arrays file name {npz_name!r}")
+        raise ValueError(f"{str(json_path)!r}: bad arrays file name {npz_name!r:.60}")
     npz_path = json_path.with_name(npz_name)
     if not npz_path.is_file():
         raise FileNotFoundError(f"detector arrays {str(npz_path)!r} do not exist")
     payload = npz_path.read_bytes()
     if hashlib.sha256(payload).hexdigest() != meta.get("sha256"):
         raise ValueError(f"{str(npz_path)!r} does not match {str(json_path)!r} (sha256 differs)")
-    try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{str(npz_path)!r} is not a valid npz file: {exc}") from None
-    for key, arr in arrays.items():
-        if arr.dtype.kind not in "iuf":
-            raise ValueError(f"{str(npz_path)!r}: array {key!r} has non-numeric dtype {arr.dtype}")
-    missing = set(meta.get("names", [])) ^ set(arrays)
+    arrays = _read_arrays(npz_path, payload)
+    missing = {str(n) for n in names} ^ set(arrays)
     if missing:
         raise ValueError(f"{str(npz_path)!r}: arrays differ from the record: {sorted(missing)}")
+    params = _field(record, "params", dict, json_path)
+    info = record.get("info") or {}
     try:
-        detector = CLASSIFIERS[name].from_arrays(record.get("params") or {}, arrays, int(dim))
+        detector = CLASSIFIERS[name].from_arrays(params, arrays, dim)
     except KeyError as exc:
-        raise ValueError(f"{str(npz_path)!r} lacks array or parameter {exc}") from None
-    return detector, settings, dict(record.get("info") or {})
+        array = exc.args[0] in CLASSIFIERS[name].array_names
+        where, what = (npz_path, "array") if array else (json_path, "parameter")
+        raise ValueError(f"{str(where)!r} lacks {what} {exc}") from None
+    except (TypeError, ValueError) as exc:  # parameters of the wrong type, bad arrays
+        raise ValueError(f"{str(json_path)!r} is not a valid saved detector: {exc}") from None
+    return detector, settings, info if isinstance(info, dict) else {}

@@ -1,23 +1,17 @@
 """Steganalysis features of image files, extracted in parallel and cached per file.
 
-The vectors themselves (SPAM / SRM from ``sealwatch``, per channel or of the luminance) and
-:class:`FeatureSettings` are defined in :mod:`~sai_attack.detection.feature_sets`; they are
-importable from here too.
+The vectors themselves (SPAM, SRM, SRMQ1 and CRM from ``sealwatch``: the registry
+:data:`FEATURE_SETS`) and :class:`FeatureSettings` are defined in
+:mod:`~sai_attack.detection.feature_sets`; they are importable from here too.
 
-Cache: the vector of each image file is stored at
-``CACHE/features/<settings key>/<aa>/<sha256>.npy``, where ``sha256`` is the hash of the file's
-bytes and the settings key names the feature set, the colour handling, the implementation version
-and the sealwatch version. ``CACHE`` is, in this order of precedence, the ``cache_dir`` argument
-(CLI ``--cache-dir``), the ``SAI_ATTACK_CACHE`` environment variable, ``$XDG_CACHE_HOME/sai-attack``
-or ``~/.cache/sai-attack``. Because the key is the file content, the identical ``clean/`` images of
-many runs are computed once. Files are written atomically and read with ``allow_pickle=False``; a
-damaged entry is recomputed.
+Cache: vectors are looked up and stored by :class:`FeatureCache` (in
+:mod:`~sai_attack.detection.feature_cache`, importable from here too), keyed by the SHA-256 of
+the file's bytes and the feature settings, validated when read and recomputed when unusable.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import multiprocessing
 import os
@@ -30,17 +24,26 @@ from pathlib import Path
 import numpy as np
 
 from sai_attack import data
+from sai_attack.detection.feature_cache import (
+    CACHE_ENV,
+    FeatureCache,
+    decode_vector,
+    default_cache_dir,
+)
 from sai_attack.detection.feature_sets import (
     COLOR_MODES,
     FEATURE_DIMS,
     FEATURE_DTYPES,
     FEATURE_SETS,
     MIN_SIZE,
+    FeatureSet,
     FeatureSettings,
+    crm_features,
     extract_image,
     luminance,
     spam_features,
     srm_features,
+    srmq1_features,
 )
 
 __all__ = [
@@ -53,7 +56,10 @@ __all__ = [
     "ExtractionStats",
     "FeatureCache",
     "FeatureExtractor",
+    "FeatureSet",
     "FeatureSettings",
+    "crm_features",
+    "decode_vector",
     "default_cache_dir",
     "default_workers",
     "extract_files",
@@ -61,94 +67,20 @@ __all__ = [
     "luminance",
     "spam_features",
     "srm_features",
+    "srmq1_features",
 ]
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "SAI_ATTACK_CACHE"
-# Fewer cache misses than this are computed in the calling process: starting spawned workers
-# (each imports the package, torch included: seconds) costs more than computing several hundred
-# SPAM vectors (about 8 ms per 224 x 224 RGB image), but far less than one SRM vector (~25 s).
-_MIN_PARALLEL = {"spam": 1000, "srm": 2}
+# Fewer cache misses than this are computed in the calling process (FeatureSet.min_parallel:
+# starting spawned workers costs seconds). A dict so that tests and benchmarks can force a pool.
+_MIN_PARALLEL = {name: fs.min_parallel for name, fs in FEATURE_SETS.items()}
 _BLOCK = 512
-
-
-# --------------------------------------------------------------------------------------------
-# The cache
-# --------------------------------------------------------------------------------------------
 
 
 def default_workers() -> int:
     """Worker processes for features and detector training by default: the CPUs, at most 4."""
     return min(4, os.cpu_count() or 1)
-
-
-def default_cache_dir() -> Path:
-    """The cache folder: ``$SAI_ATTACK_CACHE``, ``$XDG_CACHE_HOME/sai-attack`` or ``~/.cache/...``.
-
-    Returns:
-        The first of ``$SAI_ATTACK_CACHE``, ``$XDG_CACHE_HOME/sai-attack`` and
-        ``~/.cache/sai-attack``.
-    """
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "sai-attack"
-
-
-class FeatureCache:
-    """Feature vectors on disk, keyed by file content hash and feature settings.
-
-    Args:
-        root: The cache folder (vectors go to ``root/features/...``); ``None`` disables caching.
-    """
-
-    def __init__(self, root: str | os.PathLike | None) -> None:
-        self.root = None if root is None else Path(root)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether vectors are stored."""
-        return self.root is not None
-
-    def path(self, digest: str, settings: FeatureSettings) -> Path:
-        """Where the vector of a file with content hash ``digest`` is stored."""
-        if self.root is None:
-            raise ValueError("the feature cache is disabled")
-        return self.root / "features" / settings.key() / digest[:2] / f"{digest}.npy"
-
-    def get(self, digest: str, settings: FeatureSettings) -> np.ndarray | None:
-        """The cached vector, or ``None`` when absent or unusable."""
-        if self.root is None:
-            return None
-        path = self.path(digest, settings)
-        try:
-            payload = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            logger.warning("cannot read cached features %s: %s", path, exc)
-            return None
-        try:
-            vector = np.load(io.BytesIO(payload), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            logger.warning("ignoring damaged cached features %s: %s", path, exc)
-            return None
-        if vector.shape != (settings.dim,) or vector.dtype != settings.dtype:
-            logger.warning("ignoring cached features %s with shape %s", path, vector.shape)
-            return None
-        return vector
-
-    def put(self, digest: str, settings: FeatureSettings, vector: np.ndarray) -> None:
-        """Store a vector atomically (a failure to write is logged, not raised)."""
-        if self.root is None:
-            return
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(vector), allow_pickle=False)
-        try:
-            data.atomic_write_bytes(self.path(digest, settings), buf.getvalue())
-        except OSError as exc:
-            logger.warning("cannot write feature cache %s: %s", self.root, exc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,6 +96,8 @@ class ExtractionStats:
         images: Files processed.
         computed: Vectors computed (cache misses).
         cached: Vectors read from the cache.
+        rejected: Cache entries that were there but unusable (unreadable, another shape or
+            dtype, NaN or infinite values), hence recomputed; counted in ``computed`` too.
         seconds: Wall-clock time.
         compute_seconds: Time spent computing features, summed over workers.
     """
@@ -171,6 +105,7 @@ class ExtractionStats:
     images: int = 0
     computed: int = 0
     cached: int = 0
+    rejected: int = 0
     seconds: float = 0.0
     compute_seconds: float = 0.0
 
@@ -179,6 +114,7 @@ class ExtractionStats:
         self.images += other.images
         self.computed += other.computed
         self.cached += other.cached
+        self.rejected += other.rejected
         self.seconds += other.seconds
         self.compute_seconds += other.compute_seconds
 
@@ -189,24 +125,24 @@ class ExtractionStats:
 
     def describe(self) -> dict:
         """JSON-ready description."""
+        counts = {
+            name: getattr(self, name) for name in ("images", "computed", "cached", "rejected")
+        }
+        rate = None if np.isnan(self.images_per_s) else round(self.images_per_s, 3)
         return {
-            "images": self.images,
-            "computed": self.computed,
-            "cached": self.cached,
+            **counts,
             "seconds": round(self.seconds, 3),
             "compute_seconds": round(self.compute_seconds, 3),
-            "images_per_s_per_worker": None
-            if np.isnan(self.images_per_s)
-            else round(self.images_per_s, 3),
+            "images_per_s_per_worker": rate,
         }
 
 
 def _read(path: str) -> tuple[bytes, str]:
     """A file's bytes and their SHA-256."""
     try:
-        payload = Path(path).read_bytes()
-    except OSError as exc:
-        raise data.ImageLoadError(f"{path}: cannot read file: {exc.strerror or exc}") from None
+        payload = data.read_image_file(path)  # kind, header and size checked before reading
+    except data.ImageLoadError as exc:
+        raise data.ImageLoadError(f"{path}: {exc}") from None
     return payload, hashlib.sha256(payload).hexdigest()
 
 
@@ -244,8 +180,8 @@ class FeatureExtractor:
         settings: Which features.
         workers: Worker processes (spawned, so nothing is inherited from the caller; each imports
             the package once); 0 or 1 computes in this process, as do calls with fewer cache
-            misses than make a pool worth starting (1000 for SPAM, 2 for SRM). Files are read
-            and hashed, and the cache is consulted, in this process.
+            misses than make a pool worth starting (``FeatureSet.min_parallel``: 1000 for SPAM,
+            2 for SRM). Files are read and hashed, and the cache is consulted, in this process.
         cache: Where vectors are looked up and stored; ``None`` computes everything.
 
     Attributes:
@@ -256,7 +192,7 @@ class FeatureExtractor:
         self, settings: FeatureSettings, workers: int = 0, cache: FeatureCache | None = None
     ) -> None:
         if not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"--workers must be an integer >= 0, got {workers}")
+            raise ValueError(f"workers must be an integer >= 0, got {workers}")
         self.settings, self.workers = settings, workers
         self.cache_root = None if cache is None or cache.root is None else str(cache.root)
         self.stats = ExtractionStats()
@@ -313,7 +249,8 @@ class FeatureExtractor:
         for i, p in enumerate(paths):
             # Hashing and cache look-ups are cheap and stay here; only misses go to workers.
             payload, digest = _read(p)
-            vector = cache.get(digest, self.settings)
+            vector, rejected = cache.lookup(digest, self.settings)
+            stats.rejected += rejected
             if vector is not None:
                 out[i] = vector
                 stats.cached += 1

@@ -10,10 +10,21 @@ seeded random splits. On the test pairs,
 
 - P_FA: the fraction of clean images flagged adversarial (false alarms),
 - P_MD: the fraction of adversarial images passed as clean (missed detections),
-- P_E = (P_FA + P_MD) / 2, the error under equal priors, and accuracy = 1 - P_E.
+- P_E = (P_FA + P_MD) / 2, the error under equal priors, and accuracy = 1 - P_E;
 
-The reported accuracy, P_FA and P_MD are means over splits; ``std`` is the sample standard
-deviation (ddof = 1) of the accuracy over splits (undefined, NaN, for a single split).
+and, threshold-free, from the detector's decision scores (``Detector.decision_function``: the
+FLD ensemble's fraction of base-learner votes, ties broken as sealwatch does; the logistic
+regression's logit):
+
+- AUC: the area under the ROC curve (``sklearn.metrics.roc_auc_score``; 0.5 is chance),
+- TPR@5%FPR: the highest true-positive rate (adversarial images flagged) among the points of the
+  ROC curve (``sklearn.metrics.roc_curve``) whose false-positive rate is at most 5%, without
+  interpolation; with n clean test images the FPR moves in steps of 1/n.
+
+The reported accuracy, P_FA, P_MD, AUC and TPR@5%FPR are means over splits; ``std`` is the sample
+standard deviation (ddof = 1) of the accuracy over splits (undefined, NaN, for a single split),
+``auc_std`` that of the AUC. The ROC curve of a result is the vertical average of the splits'
+curves (their TPR interpolated on a grid of FPR values).
 
 Known limitation: with few pairs the split-to-split spread is large; it is reported, not hidden.
 """
@@ -25,12 +36,12 @@ import logging
 import math
 import time
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from sai_attack.detection.classifiers import CLASSIFIERS, Detector, make_detector
+from sai_attack.detection.results import FPR_TARGET, DetectionResult, SplitResult
 from sai_attack.options import Option
 
 logger = logging.getLogger(__name__)
@@ -76,9 +87,13 @@ def protocol_text(splits: int, train_fraction: float) -> str:
         f"on the same side of each split; {100 * train_fraction:g}% of the pairs train the "
         f"detector and the remaining pairs test it; repeated over {splits} seeded random "
         "split(s). Detection accuracy = 1 - P_E with P_E = (P_FA + P_MD)/2 on the test pairs "
-        "(P_FA: clean images flagged adversarial, P_MD: adversarial images passed as clean); "
-        "accuracy, P_FA and P_MD are means over splits, std is the standard deviation (ddof=1) "
-        "of the accuracy over splits. n_train and n_test count pairs."
+        "(P_FA: clean images flagged adversarial, P_MD: adversarial images passed as clean). "
+        "Threshold-free, from the detector's decision scores: AUC, the area under the ROC "
+        f"curve, and TPR@{100 * FPR_TARGET:g}%FPR, the highest rate of adversarial test images "
+        f"flagged among the ROC points with at most {100 * FPR_TARGET:g}% of the clean test "
+        "images flagged (no interpolation). Accuracy, P_FA, P_MD, AUC and TPR are means over "
+        "splits, std is the standard deviation (ddof=1) of the accuracy over splits. n_train "
+        "and n_test count pairs."
     )
 
 
@@ -125,74 +140,84 @@ def error_rates(pred_clean: np.ndarray, pred_adversarial: np.ndarray) -> tuple[f
     return p_fa, p_md
 
 
-@dataclass
-class SplitResult:
-    """One split: sizes (pairs), error rates, and the trained detector's parameters."""
+def roc_metrics(
+    scores_clean: np.ndarray, scores_adversarial: np.ndarray
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """AUC, TPR at :data:`FPR_TARGET` and the ROC curve of decision scores (adversarial = 1).
 
-    split: int
-    n_train: int
-    n_test: int
-    p_fa: float
-    p_md: float
-    accuracy: float
-    seconds: float
-    detector: dict = field(default_factory=dict)
+    Args:
+        scores_clean: (N,) scores of clean images (at least one).
+        scores_adversarial: (M,) scores of adversarial images (at least one).
+
+    Returns:
+        ``(auc, tpr_at_fpr, fpr, tpr)``; ``fpr`` and ``tpr`` are the points of
+        ``sklearn.metrics.roc_curve``, from (0, 0) to (1, 1).
+
+    Raises:
+        ValueError: Either set of scores is empty or not finite.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    for name, x in (("scores_clean", scores_clean), ("scores_adversarial", scores_adversarial)):
+        if len(x) == 0 or not np.all(np.isfinite(x)):
+            raise ValueError(f"{name} must be a non-empty array of finite scores")
+    y = np.concatenate([np.zeros(len(scores_clean)), np.ones(len(scores_adversarial))])
+    scores = np.concatenate([scores_clean, scores_adversarial]).astype(np.float64)
+    fpr, tpr, _ = roc_curve(y, scores)
+    # roc_curve starts at (0, 0), so some point always qualifies.
+    tpr_at = float(tpr[fpr <= FPR_TARGET + 1e-12].max())
+    return float(roc_auc_score(y, scores)), tpr_at, fpr, tpr
 
 
-@dataclass
-class DetectionResult:
-    """Aggregated over splits (see the module docstring for the definitions)."""
+def split_result(
+    split: int,
+    n_train: int,
+    scores: tuple[np.ndarray, np.ndarray],
+    seconds: float = 0.0,
+    detector: dict | None = None,
+) -> SplitResult:
+    """The :class:`SplitResult` of a detector's decision scores on clean and adversarial tests.
 
-    classifier: str
-    splits: list[SplitResult]
-    train_fraction: float
-    seed: int
+    Args:
+        split: The split index.
+        n_train: Training pairs.
+        scores: ``(clean, adversarial)`` decision scores of the test pairs (> 0: adversarial,
+            the detectors' own threshold).
+        seconds: Training and testing time.
+        detector: The detector's parameters to report.
+    """
+    s_clean, s_adv = (np.asarray(x, dtype=np.float64) for x in scores)
+    p_fa, p_md = error_rates((s_clean > 0).astype(int), (s_adv > 0).astype(int))
+    auc, tpr_at, fpr, tpr = roc_metrics(s_clean, s_adv)
+    return SplitResult(
+        split=split,
+        n_train=n_train,
+        n_test=len(s_clean),
+        p_fa=p_fa,
+        p_md=p_md,
+        accuracy=1.0 - 0.5 * (p_fa + p_md),
+        seconds=round(seconds, 3),
+        detector=detector or {},
+        auc=auc,
+        tpr_at_fpr=tpr_at,
+        roc_fpr=np.round(fpr, 6).tolist(),
+        roc_tpr=np.round(tpr, 6).tolist(),
+    )
 
-    @property
-    def accuracy(self) -> float:
-        """Mean detection accuracy 1 - P_E."""
-        return float(np.mean([s.accuracy for s in self.splits]))
 
-    @property
-    def std(self) -> float:
-        """Standard deviation (ddof=1) of the accuracy over splits; NaN for one split."""
-        acc = [s.accuracy for s in self.splits]
-        return float(np.std(acc, ddof=1)) if len(acc) > 1 else float("nan")
+def fit_split(
+    classifier: str,
+    classifier_options: dict,
+    train: tuple[np.ndarray, np.ndarray],
+    seed: int,
+) -> Detector:
+    """One split's detector, trained on ``train = (clean, adversarial)`` features."""
+    return make_detector(classifier, **classifier_options).fit(*train, seed=seed)
 
-    @property
-    def p_fa(self) -> float:
-        """Mean false-alarm rate."""
-        return float(np.mean([s.p_fa for s in self.splits]))
 
-    @property
-    def p_md(self) -> float:
-        """Mean missed-detection rate."""
-        return float(np.mean([s.p_md for s in self.splits]))
-
-    @property
-    def n_train(self) -> int:
-        """Training pairs per split."""
-        return self.splits[0].n_train
-
-    @property
-    def n_test(self) -> int:
-        """Test pairs per split."""
-        return self.splits[0].n_test
-
-    def describe(self) -> dict:
-        """JSON-ready summary with the per-split details."""
-        return {
-            "classifier": self.classifier,
-            "accuracy": self.accuracy,
-            "std": None if math.isnan(self.std) else self.std,
-            "p_fa": self.p_fa,
-            "p_md": self.p_md,
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "train_fraction": self.train_fraction,
-            "seed": self.seed,
-            "splits": [asdict(s) for s in self.splits],
-        }
+def detector_params(detector: Detector) -> dict:
+    """The parameters of a split's detector that reports show (L, d_sub, OOB error)."""
+    return {k: v for k, v in detector.params().items() if k in ("L", "d_sub", "oob_error")}
 
 
 def _fit_and_test(
@@ -201,13 +226,12 @@ def _fit_and_test(
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
     seed: int,
-) -> tuple[float, float, dict, float]:
-    """Train one split's detector and return (P_FA, P_MD, detector parameters, seconds)."""
+) -> tuple[np.ndarray, np.ndarray, Detector, float]:
+    """Train one split's detector; returns (clean scores, adversarial scores, detector, s)."""
     t0 = time.perf_counter()
-    det: Detector = make_detector(classifier, **classifier_options).fit(*train, seed=seed)
-    p_fa, p_md = error_rates(det.predict(test[0]), det.predict(test[1]))
-    params = {key: v for key, v in det.params().items() if key in ("L", "d_sub", "oob_error")}
-    return p_fa, p_md, params, time.perf_counter() - t0
+    det = fit_split(classifier, classifier_options, train, seed)
+    scores = det.decision_function(test[0]), det.decision_function(test[1])
+    return *scores, det, time.perf_counter() - t0
 
 
 def evaluate_pairs(
@@ -235,7 +259,7 @@ def evaluate_pairs(
             depend on it).
 
     Returns:
-        The :class:`DetectionResult`.
+        The :class:`DetectionResult`, with the splits' detectors.
     """
     check_protocol(splits, train_fraction)
     if classifier not in CLASSIFIERS:
@@ -263,19 +287,13 @@ def evaluate_pairs(
         outcomes = list(executor.map(_fit_and_test, *zip(*tasks, strict=True)))
     else:
         outcomes = [_fit_and_test(*task) for task in tasks]
-    results = []
-    for k, (task, (p_fa, p_md, params, seconds)) in enumerate(zip(tasks, outcomes, strict=True)):
-        results.append(
-            SplitResult(
-                split=k,
-                n_train=len(task[2][0]),
-                n_test=len(task[3][0]),
-                p_fa=p_fa,
-                p_md=p_md,
-                accuracy=1.0 - 0.5 * (p_fa + p_md),
-                seconds=round(seconds, 3),
-                detector=params,
-            )
-        )
-        logger.debug("split %d: P_FA %.3f, P_MD %.3f, %s", k, p_fa, p_md, params)
-    return DetectionResult(classifier, results, float(train_fraction), int(seed))
+    results, detectors = [], []
+    for k, (task, (s_clean, s_adv, det, seconds)) in enumerate(zip(tasks, outcomes, strict=True)):
+        result = split_result(k, len(task[2][0]), (s_clean, s_adv), seconds, detector_params(det))
+        results.append(result)
+        detectors.append(det)
+        logger.debug(
+            "split %d: P_FA %.3f, P_MD %.3f, AUC %.3f, %s",
+            k, result.p_fa, result.p_md, result.auc, result.detector,
+        )  # fmt: skip
+    return DetectionResult(classifier, results, float(train_fraction), int(seed), detectors)

@@ -1,9 +1,15 @@
-"""Tables and files of the detection results: Table 2, per-run details, CSV, JSON.
+"""Tables and files of the detection results: Table 2, per-run details, CSV, JSON, plots.
 
 ``detect`` writes ``detection.csv``, ``detection.json`` and ``detection.md``, the last in the
 layout of Table 2 of Dong et al. (CVPR 2020): one row per attack (method, superpixel algorithm
-and merge beta), one column per delta, detection accuracy in percent. A saved detector applied
+and merge beta), one column per delta, detection accuracy in percent with its 95% interval over
+the splits (:func:`accuracy_interval`). A saved detector applied
 with ``detect --apply`` writes ``predictions.csv``, ``detection.md`` and ``detection.json``.
+
+With several feature sets, ``detection.md`` has one Table 2 per set and a side-by-side table
+(accuracy, AUC, TPR@5%FPR); ``detection.csv`` has one row per run and feature set. ``roc.png``
+(ROC curves) and, for two or more runs, ``cross_attack.csv`` / ``cross_attack.png`` (the
+cross-attack matrix) are written next to them (:mod:`~sai_attack.detection.comparison`).
 """
 
 from __future__ import annotations
@@ -16,10 +22,26 @@ from pathlib import Path
 
 from sai_attack import data
 from sai_attack.attacks import METHOD_NAMES
+from sai_attack.detection.apply import ApplyResult
+from sai_attack.detection.comparison import (
+    by_features,
+    comparison_sections,
+    title,
+    write_comparison_outputs,
+)
+from sai_attack.detection.cross import CrossCell, cross_record
 from sai_attack.detection.features import ExtractionStats
 from sai_attack.detection.protocol import protocol_text
-from sai_attack.detection.runs import ApplyResult, DetectionOptions, RunDetection
-from sai_attack.report import csv_text, markdown_table, none_if_nan, number, percent
+from sai_attack.detection.runs import DetectionOptions, RunDetection
+from sai_attack.report import (
+    csv_text,
+    interval_text,
+    markdown_table,
+    mean_interval,
+    none_if_nan,
+    number,
+    percent,
+)
 
 METHOD_ORDER = tuple(METHOD_NAMES)
 """The order of Table 2's rows: the registry's order of the methods."""
@@ -27,6 +49,7 @@ METHOD_ORDER = tuple(METHOD_NAMES)
 DETECTION_COLUMNS = (
     "run", "method", "delta", "delta_eff", "features", "n_train", "n_test", "accuracy", "std",
     "p_fa", "p_md", "label", "merge_beta", "superpixel", "color", "classifier", "splits",
+    "ci_low", "ci_high", "auc", "auc_std", "tpr_at_fpr",
 )  # fmt: skip
 """The columns of ``detection.csv``."""
 
@@ -44,9 +67,23 @@ def _delta(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
+INTERVAL_TEXT = (
+    "[low, high]: 95% interval of the mean accuracy over the k splits, mean ± t_{0.975, k-1} · "
+    "sd / sqrt(k), clipped to [0, 100] (n/a for one split); the splits reuse the same images, so "
+    "it measures the split-to-split spread on this data, not the spread over new images"
+)
+"""How reports explain :func:`accuracy_interval`."""
+
+
+def accuracy_interval(r: RunDetection) -> tuple[float, float]:
+    """The 95% t interval of the detection accuracy over the run's splits (NaN for one split)."""
+    return mean_interval([s.accuracy for s in r.result.splits], bounds=(0.0, 1.0))
+
+
 def detection_row(r: RunDetection) -> dict:
-    """The ``detection.csv`` row of one run."""
+    """The ``detection.csv`` row of one run (``ci_low``, ``ci_high``: :func:`accuracy_interval`)."""
     res = r.result
+    low, high = accuracy_interval(r)
     return {
         "run": r.run.name,
         "method": r.run.method,
@@ -65,6 +102,11 @@ def detection_row(r: RunDetection) -> dict:
         "color": r.settings.color,
         "classifier": res.classifier,
         "splits": len(res.splits),
+        "ci_low": number(low),
+        "ci_high": number(high),
+        "auc": number(res.auc),
+        "auc_std": number(res.auc_std),
+        "tpr_at_fpr": number(res.tpr_at_fpr),
     }
 
 
@@ -72,6 +114,7 @@ def detection_record(r: RunDetection) -> dict:
     """The JSON-ready record of one run, with per-split details."""
     return {
         "run": r.run.name,
+        "feature_set": r.settings.features,
         "path": str(r.run.path),
         "method": r.run.method,
         "label": r.label,
@@ -82,8 +125,19 @@ def detection_record(r: RunDetection) -> dict:
         "pairs": len(r.run),
         "delta_eff": none_if_nan(r.run.mean_delta_eff),
         "detection": r.result.describe(),
+        "accuracy_interval": _interval_record(r),
         "features": r.extraction.describe(),
         "seconds_train": round(r.seconds_train, 3),
+    }
+
+
+def _interval_record(r: RunDetection) -> dict:
+    low, high = accuracy_interval(r)
+    return {
+        "confidence": 0.95,
+        "method": "t interval of the mean over splits",
+        "low": none_if_nan(low),
+        "high": none_if_nan(high),
     }
 
 
@@ -116,13 +170,17 @@ def _order(item: tuple[str, RunDetection]) -> tuple:
 def _accuracy_cell(r: RunDetection | None) -> str:
     if r is None:
         return ""
+    interval = interval_text(*accuracy_interval(r), digits=2)
     if math.isnan(r.result.std):  # a single split has no spread
-        return _pct(r.result.accuracy)
-    return f"{_pct(r.result.accuracy)} ± {_pct(r.result.std)}"
+        return f"{_pct(r.result.accuracy)} {interval}"
+    return f"{_pct(r.result.accuracy)} ± {_pct(r.result.std)} {interval}"
 
 
 def table2_markdown(results: Sequence[RunDetection]) -> str:
-    """Detection accuracy (%) with methods as rows and delta as columns (paper Table 2)."""
+    """Detection accuracy (%) with methods as rows and delta as columns (paper Table 2).
+
+    Cells: mean ± std over splits, then the 95% interval of the mean (:data:`INTERVAL_TEXT`).
+    """
     if not results:
         return "(no runs)\n"
     labels = _row_labels(results)
@@ -140,13 +198,15 @@ def table2_markdown(results: Sequence[RunDetection]) -> str:
 
 
 def details_markdown(results: Sequence[RunDetection]) -> str:
-    """One line per run: pairs, delta_eff, accuracy, std, P_FA, P_MD."""
-    head = ["run", "attack", "δ", "δ_eff", "pairs (train/test)", "accuracy %", "std %",
-            "P_FA %", "P_MD %"]  # fmt: skip
+    """One line per run: pairs, delta_eff, accuracy, its 95% interval, std, P_FA, P_MD, AUC, TPR."""
+    head = ["run", "attack", "δ", "δ_eff", "pairs (train/test)", "accuracy %", "95% interval %",
+            "std %", "P_FA %", "P_MD %", "AUC", "TPR@5%FPR %"]  # fmt: skip
     body = [
         [r.run.name, r.label, _delta(r.run.delta), number(r.run.mean_delta_eff, 3),
-         f"{r.result.n_train}/{r.result.n_test}", _pct(r.result.accuracy), _pct(r.result.std),
-         _pct(r.result.p_fa), _pct(r.result.p_md)]
+         f"{r.result.n_train}/{r.result.n_test}", _pct(r.result.accuracy),
+         interval_text(*accuracy_interval(r), digits=2), _pct(r.result.std),
+         _pct(r.result.p_fa), _pct(r.result.p_md), number(r.result.auc, 3),
+         percent(r.result.tpr_at_fpr, 1)]
         for r in results
     ]  # fmt: skip
     return "\n".join(markdown_table(head, body)) + "\n"
@@ -156,21 +216,31 @@ def detection_report(
     results: Sequence[RunDetection],
     options: DetectionOptions,
     skipped: Sequence[tuple[str, str]] = (),
+    cross: Sequence[CrossCell] = (),
 ) -> str:
-    """The full Markdown report: Table 2 analogue, per-run details and the protocol."""
-    s = options.settings
+    """The full Markdown report of ``detect``.
+
+    Table 2 analogue and per-run details for each feature set, the feature sets side by side,
+    the cross-attack matrix (when given) and the protocol.
+    """
+    names = ", ".join(title(s) for s in options.feature_settings)
     parts = [
         "# Steganalysis-based detection (Dong et al. 2020, Table 2 layout)\n",
-        f"Detection accuracy (%) = 1 - P_E, mean ± std over {options.splits} split(s); "
-        f"features: {s.features.upper()} ({s.color}, {s.dim}-D), classifier: "
+        f"Detection accuracy (%) = 1 - P_E, mean ± std over {options.splits} split(s) "
+        f"[95% interval of the mean]; features: {names}; classifier: "
         f"{CLASSIFIER_TEXT.get(options.classifier, options.classifier)}. Lower is better for the "
         "attack.\n",
-        table2_markdown(results),
-        "## Runs\n",
-        details_markdown(results),
-        "## Protocol\n",
-        protocol_text(options.splits, options.train_fraction) + "\n",
     ]
+    several = len(options.feature_settings) > 1
+    for settings, group in by_features(results) or [(options.settings, [])]:
+        if several:
+            parts.append(f"## {title(settings)}\n")
+        parts += [table2_markdown(group), "### Runs\n" if several else "## Runs\n"]
+        parts.append(details_markdown(group))
+    parts.append(f"{INTERVAL_TEXT}.\n")
+    if results:
+        parts += comparison_sections(results, cross)
+    parts += ["## Protocol\n", protocol_text(options.splits, options.train_fraction) + "\n"]
     if skipped:
         parts.append("## Skipped\n")
         parts.append("\n".join(f"- {name}: {reason}" for name, reason in skipped) + "\n")
@@ -218,11 +288,21 @@ def write_detection_outputs(
     options: DetectionOptions,
     skipped: Sequence[tuple[str, str]] = (),
     versions: dict | None = None,
+    cross: Sequence[CrossCell] = (),
 ) -> dict[str, Path]:
-    """Write ``detection.csv``, ``detection.md`` and ``detection.json`` into ``out``.
+    """Write ``detection.csv``, ``detection.md``, ``detection.json`` and the plots into ``out``.
+
+    Args:
+        out: The output folder.
+        results: One per run and feature set.
+        options: The settings.
+        skipped: ``(run, reason)`` of the runs left out.
+        versions: Library versions to record.
+        cross: The cross-attack cells (:func:`~sai_attack.detection.runs.run_detection`).
 
     Returns:
-        The paths written, by kind (``csv``, ``md``, ``json``).
+        The paths written, by kind (``csv``, ``md``, ``json``, ``roc``; ``cross_csv`` and
+        ``cross_png`` with a matrix).
     """
     total = ExtractionStats()
     for r in results:
@@ -231,6 +311,7 @@ def write_detection_outputs(
         "protocol": protocol_text(options.splits, options.train_fraction),
         "settings": {
             **options.settings.describe(),
+            "feature_sets": [s.describe() for s in options.feature_settings],
             "classifier": options.classifier,
             "splits": options.splits,
             "train_fraction": options.train_fraction,
@@ -239,14 +320,15 @@ def write_detection_outputs(
             "cache_dir": None if options.cache_dir is None else str(options.cache_dir),
         },
         "runs": [detection_record(r) for r in results],
+        "cross_attack": cross_record(cross),
         "skipped": [{"run": n, "reason": why} for n, why in skipped],
         "feature_extraction": total.describe(),
         "versions": versions or {},
     }
     csv = csv_text(DETECTION_COLUMNS, [detection_row(r) for r in results])
-    return _write_outputs(
-        out, "detection.csv", csv, detection_report(results, options, skipped), record
-    )
+    markdown = detection_report(results, options, skipped, cross)
+    paths = _write_outputs(out, "detection.csv", csv, markdown, record)
+    return {**paths, **write_comparison_outputs(out, results, cross)}
 
 
 def write_apply_outputs(

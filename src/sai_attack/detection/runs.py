@@ -1,30 +1,33 @@
-"""Steganalysis detection on run folders: one detector per run, and saved detectors applied.
+"""Steganalysis detection on run folders: one detector per run and feature set.
 
 A run folder is read with :func:`sai_attack.runs.read_run` (``require_items=False``: a run with
 too few pairs is reported as skipped, not refused); every item pairs the adversarial image
-``images/<stem>.png`` with its preprocessed clean input ``clean/<stem>.png``. The tables and
-files these results are written to (Table 2 of Dong et al., CVPR 2020) are made by
-:mod:`~sai_attack.detection.reports`.
+``images/<stem>.png`` with its preprocessed clean input ``clean/<stem>.png``. Several feature sets
+are compared side by side (``DetectionOptions.features``); with two or more runs,
+:func:`run_detection` also fills the cross-attack matrix (:mod:`~sai_attack.detection.cross`).
+The tables and files these results are written to (Table 2 of Dong et al., CVPR 2020) are made by
+:mod:`~sai_attack.detection.reports`; saved detectors are applied by
+:mod:`~sai_attack.detection.apply`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import multiprocessing
 import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from sai_attack import data, options
+from sai_attack import options as option_table
 from sai_attack.attacks import ATTACKS, METHOD_NAMES
-from sai_attack.detection.classifiers import Detector, make_detector, save_detector
+from sai_attack.detection.classifiers import make_detector, save_detector
+from sai_attack.detection.cross import CrossCell, cross_attack
 from sai_attack.detection.features import (
     ExtractionStats,
     FeatureCache,
@@ -36,11 +39,10 @@ from sai_attack.detection.protocol import (
     DetectionResult,
     check_protocol,
     derive_seed,
-    error_rates,
     evaluate_pairs,
 )
 from sai_attack.options import Option
-from sai_attack.runs import Run, RunLayout, read_run
+from sai_attack.runs import Run
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def run_label(run: Run) -> str:
     name = METHOD_NAMES.get(run.method, run.method or run.name)
     parts = []
     algorithm = superpixel_algorithm(run)
-    if algorithm and algorithm != options.default("superpixel"):
+    if algorithm and algorithm != option_table.default("superpixel"):
         parts.append(algorithm.upper())
     beta = merge_beta(run)
     if beta is not None:
@@ -122,9 +124,14 @@ class RunDetection:
 
 @dataclass
 class DetectionOptions:
-    """Settings of ``sai-attack detect``, checked on construction."""
+    """Settings of ``sai-attack detect``, checked on construction.
 
-    features: str = "spam"
+    Attributes:
+        features: One feature set name, or several (compared side by side); normalised to a
+            tuple of distinct names in the given order.
+    """
+
+    features: str | Sequence[str] = "spam"
     color: str = "rgb"
     classifier: str = "fld"
     splits: int = 5
@@ -134,11 +141,20 @@ class DetectionOptions:
     cache_dir: str | os.PathLike | None = None  # None: no cache
 
     def __post_init__(self) -> None:
-        self.settings = FeatureSettings(self.features, self.color)
+        names = (self.features,) if isinstance(self.features, str) else tuple(self.features)
+        if not names:
+            raise ValueError("features must name at least one feature set")
+        self.features = tuple(dict.fromkeys(names))
+        self.feature_settings = tuple(FeatureSettings(f, self.color) for f in self.features)
         make_detector(self.classifier)
         check_protocol(self.splits, self.train_fraction)
         SEED.check(self.seed)
         WORKERS.check(self.workers)
+
+    @property
+    def settings(self) -> FeatureSettings:
+        """The first feature set's settings (the only one, in the common single-set case)."""
+        return self.feature_settings[0]
 
     def cache(self) -> FeatureCache:
         """The feature cache (disabled when ``cache_dir`` is None)."""
@@ -153,14 +169,20 @@ def run_features(fx: FeatureExtractor, run: Run) -> tuple[np.ndarray, np.ndarray
     return clean, adversarial, stats
 
 
+def detector_name(run: str, settings: FeatureSettings, options: DetectionOptions) -> str:
+    """The file stem of a saved detector: ``<run>``, or ``<run>-<features>`` for several sets."""
+    return run if len(options.features) == 1 else f"{run}-{settings.features}"
+
+
 def _save_final_detector(
     save_dir: str | os.PathLike,
     run: Run,
     clean: np.ndarray,
     adversarial: np.ndarray,
+    settings: FeatureSettings,
     options: DetectionOptions,
 ) -> None:
-    """Train a detector on all pairs of ``run`` and save it as ``save_dir/<run>.json``."""
+    """Train a detector on all pairs of ``run``; save it in ``save_dir`` (:func:`detector_name`)."""
     detector = make_detector(options.classifier).fit(
         clean, adversarial, seed=derive_seed(options.seed, "final")
     )
@@ -174,46 +196,64 @@ def _save_final_detector(
         "trained_on": "all pairs of the run",
         "seed": options.seed,
     }
-    save_detector(Path(save_dir) / f"{run.name}.json", detector, options.settings, info)
+    name = detector_name(run.name, settings, options)
+    save_detector(Path(save_dir) / f"{name}.json", detector, settings, info)
 
 
-def detect_runs(
-    runs: Sequence[Run],
-    options: DetectionOptions,
-    save_dir: str | os.PathLike | None = None,
-) -> tuple[list[RunDetection], list[tuple[str, str]]]:
-    """Train and test one detector per run.
+@dataclass
+class DetectionOutcome:
+    """What :func:`run_detection` found.
 
-    Args:
-        runs: The runs (read with :func:`sai_attack.runs.read_run`).
-        options: Features, classifier and protocol.
-        save_dir: When given, a detector trained on all pairs of each run is saved there as
-            ``<run>.json`` + ``<run>.npz`` (see :func:`sai_attack.detection.save_detector`).
-
-    Returns:
-        ``(results, skipped)``: one :class:`RunDetection` per usable run, and ``(run, reason)``
-        for runs that were skipped (fewer than 4 pairs).
+    Attributes:
+        results: One :class:`RunDetection` per feature set and usable run (feature sets in the
+            options' order, runs in the given order within each).
+        skipped: ``(run, reason)`` for runs with too few pairs.
+        cross: The cross-attack cells (:mod:`~sai_attack.detection.cross`) of every feature set,
+            when asked for and at least two runs are usable.
     """
+
+    results: list[RunDetection]
+    skipped: list[tuple[str, str]]
+    cross: list[CrossCell] = field(default_factory=list)
+
+
+class _Features:
+    """A run's features for one feature set: kept in memory only when there is no cache.
+
+    With the cache, a second request reads the vectors back from it (cheap), so that the
+    features of many runs are not all held at once (SRM: 0.4 MB per image).
+    """
+
+    def __init__(self, fx: FeatureExtractor, keep: bool) -> None:
+        self.fx, self.keep = fx, keep
+        self.held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def first(self, run: Run) -> tuple[np.ndarray, np.ndarray, ExtractionStats]:
+        clean, adversarial, stats = run_features(self.fx, run)
+        if self.keep:
+            self.held[id(run)] = (clean, adversarial)
+        return clean, adversarial, stats
+
+    def __call__(self, run: Run) -> tuple[np.ndarray, np.ndarray]:
+        if id(run) in self.held:
+            return self.held[id(run)]
+        return run_features(self.fx, run)[:2]
+
+
+def _detect_one_set(
+    runs: Sequence[Run],
+    settings: FeatureSettings,
+    options: DetectionOptions,
+    pool: ProcessPoolExecutor | None,
+    save_dir: str | os.PathLike | None,
+    cross: bool,
+) -> tuple[list[RunDetection], list[CrossCell]]:
+    """Detection of usable ``runs`` with one feature set, and its cross-attack matrix."""
     results: list[RunDetection] = []
-    skipped: list[tuple[str, str]] = []
-    pool = None
-    if options.workers > 1 and options.splits > 1 and options.classifier == "fld":
-        # FLD training dominates (seconds per split); the splits are independent.
-        ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(min(options.workers, options.splits), mp_context=ctx)
-    with contextlib.ExitStack() as stack:
-        if pool is not None:
-            stack.callback(pool.shutdown)
-        fx = stack.enter_context(
-            FeatureExtractor(options.settings, options.workers, options.cache())
-        )
+    with FeatureExtractor(settings, options.workers, options.cache()) as fx:
+        features = _Features(fx, keep=cross and not options.cache().enabled)
         for run in runs:
-            if len(run) < MIN_PAIRS:
-                reason = f"only {len(run)} clean/adversarial pairs (need {MIN_PAIRS})"
-                logger.warning("skipping %s: %s", run.path, reason)
-                skipped.append((run.name, reason))
-                continue
-            clean, adversarial, extraction = run_features(fx, run)
+            clean, adversarial, extraction = features.first(run)
             t0 = time.perf_counter()
             result = evaluate_pairs(
                 clean,
@@ -226,126 +266,89 @@ def detect_runs(
             )
             seconds = time.perf_counter() - t0
             logger.info(
-                "%s: %s detection accuracy %.1f%% (P_FA %.1f%%, P_MD %.1f%%) on %d test pairs",
-                run.name,
-                run_label(run),
-                100 * result.accuracy,
-                100 * result.p_fa,
-                100 * result.p_md,
-                result.n_test,
-            )
-            results.append(RunDetection(run, result, options.settings, extraction, seconds))
+                "%s: %s %s detection accuracy %.1f%% (P_FA %.1f%%, P_MD %.1f%%), AUC %.3f, "
+                "on %d test pairs",
+                run.name, settings.features, run_label(run), 100 * result.accuracy,
+                100 * result.p_fa, 100 * result.p_md, result.auc, result.n_test,
+            )  # fmt: skip
+            results.append(RunDetection(run, result, settings, extraction, seconds))
             if save_dir is not None:
-                _save_final_detector(save_dir, run, clean, adversarial, options)
-    return results, skipped
+                _save_final_detector(save_dir, run, clean, adversarial, settings, options)
+            del clean, adversarial
+        cells = []
+        if cross and len(results) > 1:
+            cells = cross_attack(
+                [r.run for r in results],
+                [r.result for r in results],
+                features,
+                settings,
+                options.classifier,
+                options.seed,
+            )
+    for r in results:
+        r.result.detectors = []  # done with them: free the memory
+    return results, cells
 
 
-# --------------------------------------------------------------------------------------------
-# Applying a saved detector
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ApplyResult:
-    """A saved detector applied to one folder.
-
-    Attributes:
-        folder: The folder.
-        is_run: Whether it is a run folder (clean and adversarial images known).
-        rows: ``predictions.csv`` rows.
-        p_fa: False-alarm rate on the clean images (run folders), else NaN.
-        p_md: Missed-detection rate on the adversarial images (run folders), else NaN.
-        flagged: Fraction of the images flagged adversarial (plain folders: of all images).
-        run: The run (run folders).
-    """
-
-    folder: Path
-    is_run: bool
-    rows: list[dict]
-    p_fa: float = float("nan")
-    p_md: float = float("nan")
-    flagged: float = float("nan")
-    run: Run | None = None
-
-    @property
-    def accuracy(self) -> float:
-        """1 - (P_FA + P_MD)/2 (run folders)."""
-        return 1.0 - 0.5 * (self.p_fa + self.p_md)
-
-
-def _prediction_row(folder: Path, path: Path, kind: str, score: float) -> dict:
-    return {
-        "folder": str(folder),
-        "image": str(path.relative_to(folder)),
-        "kind": kind,
-        "score": f"{score:.6f}",
-        "predicted": "adversarial" if score > 0 else "clean",
-    }
-
-
-def _apply_to_run(detector: Detector, fx: FeatureExtractor, folder: Path) -> ApplyResult:
-    """Scores of the clean and the adversarial images of a run folder, and the error rates."""
-    run = read_run(folder, require_items=False)
-    clean, adversarial, _ = run_features(fx, run)
-    s_clean = detector.decision_function(clean) if len(run) else np.zeros(0)
-    s_adv = detector.decision_function(adversarial) if len(run) else np.zeros(0)
-    p_clean, p_adv = (s_clean > 0).astype(int), (s_adv > 0).astype(int)
-    p_fa, p_md = error_rates(p_clean, p_adv)
-    rows = [
-        _prediction_row(folder, item.clean, "clean", s)
-        for item, s in zip(run.items, s_clean, strict=True)
-    ] + [
-        _prediction_row(folder, item.adversarial, "adversarial", s)
-        for item, s in zip(run.items, s_adv, strict=True)
-    ]
-    flagged = float(np.mean(np.concatenate([p_clean, p_adv]))) if len(run) else math.nan
-    return ApplyResult(folder, True, rows, p_fa, p_md, flagged, run)
-
-
-def _apply_to_images(detector: Detector, fx: FeatureExtractor, folder: Path) -> ApplyResult:
-    """Scores of the images of a plain folder and the fraction flagged adversarial."""
-    paths = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.name.lower().endswith(data.IMAGE_EXTENSIONS)
-        and not p.name.startswith(".")
-    )  # fmt: skip
-    feats, _ = fx.extract(paths)
-    scores = detector.decision_function(feats) if paths else np.zeros(0)
-    rows = [_prediction_row(folder, p, "unknown", s) for p, s in zip(paths, scores, strict=True)]
-    flagged = float(np.mean(scores > 0)) if paths else float("nan")
-    return ApplyResult(folder, False, rows, flagged=flagged)
-
-
-def apply_detector(
-    detector: Detector,
-    settings: FeatureSettings,
-    folders: Sequence[str | os.PathLike],
-    workers: int = 0,
-    cache: FeatureCache | None = None,
-) -> list[ApplyResult]:
-    """Apply a saved detector to run folders (clean + adversarial) or plain image folders.
+def run_detection(
+    runs: Sequence[Run],
+    options: DetectionOptions,
+    save_dir: str | os.PathLike | None = None,
+    cross: bool = True,
+) -> DetectionOutcome:
+    """Train and test one detector per run and feature set, and the cross-attack matrix.
 
     Args:
-        detector: The fitted detector.
-        settings: The features it was trained on.
-        folders: Run folders (with ``results.csv``) or folders of images.
-        workers: Feature-extraction worker processes.
-        cache: The feature cache.
+        runs: The runs (read with :func:`sai_attack.runs.read_run`).
+        options: Feature sets, classifier and protocol.
+        save_dir: When given, a detector trained on all pairs of each run is saved there as
+            ``<name>.json`` + ``<name>.npz`` (:func:`detector_name`; see
+            :func:`sai_attack.detection.save_detector`).
+        cross: Whether to compute the cross-attack matrix (when two or more runs are usable).
 
     Returns:
-        One :class:`ApplyResult` per folder.
-
-    Raises:
-        FileNotFoundError: A folder does not exist.
+        The :class:`DetectionOutcome`.
     """
-    out = []
-    with FeatureExtractor(settings, workers, cache) as fx:
-        for folder in map(Path, folders):
-            if RunLayout(folder).results.is_file():
-                out.append(_apply_to_run(detector, fx, folder))
-            elif folder.is_dir():
-                out.append(_apply_to_images(detector, fx, folder))
-            else:
-                raise FileNotFoundError(f"folder {str(folder)!r} does not exist")
-    return out
+    skipped: list[tuple[str, str]] = []
+    usable = []
+    for run in runs:
+        if len(run) < MIN_PAIRS:
+            reason = f"only {len(run)} clean/adversarial pairs (need {MIN_PAIRS})"
+            logger.warning("skipping %s: %s", run.path, reason)
+            skipped.append((run.name, reason))
+        else:
+            usable.append(run)
+    outcome = DetectionOutcome([], skipped)
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if options.workers > 1 and options.splits > 1 and options.classifier == "fld":
+            # FLD training dominates (seconds per split); the splits are independent.
+            ctx = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(min(options.workers, options.splits), mp_context=ctx)
+            stack.callback(pool.shutdown)
+        for settings in options.feature_settings:
+            results, cells = _detect_one_set(usable, settings, options, pool, save_dir, cross)
+            outcome.results += results
+            outcome.cross += cells
+    return outcome
+
+
+def detect_runs(
+    runs: Sequence[Run],
+    options: DetectionOptions,
+    save_dir: str | os.PathLike | None = None,
+) -> tuple[list[RunDetection], list[tuple[str, str]]]:
+    """Train and test one detector per run and feature set (no cross-attack matrix).
+
+    Args:
+        runs: The runs (read with :func:`sai_attack.runs.read_run`).
+        options: Features, classifier and protocol.
+        save_dir: When given, the detectors trained on all pairs are saved there
+            (see :func:`run_detection`).
+
+    Returns:
+        ``(results, skipped)``: one :class:`RunDetection` per feature set and usable run, and
+        ``(run, reason)`` for runs that were skipped (fewer than 4 pairs).
+    """
+    outcome = run_detection(runs, options, save_dir, cross=False)
+    return outcome.results, outcome.skipped

@@ -36,6 +36,8 @@ import io
 import logging
 import math
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +47,26 @@ import torch
 
 from sai_attack import data, options
 from sai_attack.attention import attention_map
-from sai_attack.detection.features import luminance
+from sai_attack.detection.hill import hill_cost, region_stats
 from sai_attack.detection.runs import run_label
 from sai_attack.models import ImageClassifier, load_model
 from sai_attack.pipeline.loading import batches
 from sai_attack.report import csv_text, markdown_table, number, percent
 from sai_attack.runs import Run, RunItem, read_run
+
+__all__ = [
+    "FOREGROUND_SOURCES",
+    "IMAGE_COLUMNS",
+    "PAPER_HILL",
+    "TEXTURE_COLUMNS",
+    "TEXTURE_FILES",
+    "TextureReport",
+    "analyze_run",
+    "hill_cost",
+    "region_stats",
+    "texture_markdown",
+    "write_texture_outputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,67 +78,9 @@ TEXTURE_COLUMNS = (
 IMAGE_COLUMNS = (
     "run", "image", "source", "fg_fraction", "hill_fg", "hill_bg", "energy_fg", "rms_fg", "rms_bg",
 )  # fmt: skip
-_RUST_MIN_SIZE = 16
 PAPER_HILL = {"foreground": 5269.94, "background": 18853.42}
-
-
-def hill_cost(image: np.ndarray) -> np.ndarray:
-    """HILL cost map of an image's luminance (conseal; Rust backend from 16 x 16 pixels up).
-
-    Args:
-        image: (H, W, 3) uint8 RGB, or (H, W) uint8 gray.
-
-    Returns:
-        (H, W) float32 costs; larger = smoother.
-    """
-    import conseal as cl
-
-    gray = image if image.ndim == 2 else luminance(image)
-    if gray.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {gray.dtype}")
-    gray = np.ascontiguousarray(gray)
-    if min(gray.shape) < _RUST_MIN_SIZE:
-        # conseal's Rust HILL panics below 9 x 9 (its 15 x 15 filter's mirrored border).
-        return np.asarray(cl.hill._costmap.compute_cost(gray), np.float32)
-    with cl.tools.BACKEND_RUST:
-        return np.asarray(cl.hill._costmap.compute_cost(gray), np.float32)
-
-
-def region_stats(
-    clean: np.ndarray, adversarial: np.ndarray, foreground: np.ndarray
-) -> dict[str, float]:
-    """HILL cost and perturbation statistics of one image, split by a foreground mask.
-
-    Args:
-        clean: (H, W, 3) uint8 clean image.
-        adversarial: (H, W, 3) uint8 adversarial image.
-        foreground: (H, W) bool mask.
-
-    Returns:
-        ``fg_fraction``, ``hill_fg``, ``hill_bg`` (NaN for an empty region), ``sq_fg``,
-        ``sq_bg`` (summed squared perturbation), ``rms_fg``, ``rms_bg`` (0-255 units).
-    """
-    if clean.shape != adversarial.shape or clean.shape[:2] != foreground.shape:
-        raise ValueError(
-            f"shapes differ: clean {clean.shape}, adversarial {adversarial.shape}, "
-            f"foreground {foreground.shape}"
-        )
-    fg = foreground.astype(bool)
-    bg = ~fg
-    cost = hill_cost(clean).astype(np.float64)
-    diff = adversarial.astype(np.float64) - clean.astype(np.float64)
-    energy = np.sum(diff * diff, axis=2)  # (H, W), summed over channels
-    n_fg, n_bg = int(fg.sum()), int(bg.sum())
-    sq_fg, sq_bg = float(energy[fg].sum()), float(energy[bg].sum())
-    return {
-        "fg_fraction": n_fg / fg.size,
-        "hill_fg": float(cost[fg].mean()) if n_fg else math.nan,
-        "hill_bg": float(cost[bg].mean()) if n_bg else math.nan,
-        "sq_fg": sq_fg,
-        "sq_bg": sq_bg,
-        "rms_fg": math.sqrt(sq_fg / (3 * n_fg)) if n_fg else math.nan,
-        "rms_bg": math.sqrt(sq_bg / (3 * n_bg)) if n_bg else math.nan,
-    }
+TEXTURE_FILES = ("texture.csv", "texture_images.csv", "texture.md")
+"""What :func:`write_texture_outputs` writes into its folder."""
 
 
 @dataclass
@@ -133,6 +91,22 @@ class TextureReport:
     phi: float
     foreground: str
     images: list[dict] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # image stem -> reason
+
+    def leave_out(self, item: RunItem, reason: str) -> None:
+        """Leave ``item`` out of the statistics, logging why."""
+        logger.warning("%s: %s left out: %s", self.run.name, item.image, reason)
+        self.left_out.setdefault(item.stem, reason)
+
+    def load(self, item: RunItem, path: Path) -> np.ndarray | None:
+        """``item``'s clean or adversarial PNG; None (the item left out) when it cannot be read."""
+        if item.stem in self.left_out:
+            return None
+        try:
+            return data.load_image(path)
+        except data.ImageLoadError as exc:
+            self.leave_out(item, f"{path.parent.name}/{path.name}: {exc}")
+            return None
 
     def _values(self, key: str) -> np.ndarray:
         v = np.array([r[key] for r in self.images], dtype=np.float64)
@@ -196,15 +170,22 @@ class TextureReport:
         return rows
 
 
-def _load_template(path: Path) -> dict[str, np.ndarray]:
+def _template_array(path: Path, key: str) -> tuple[np.ndarray | None, str | None]:
+    """Array ``key`` of a saved template (None when there is no template), or why it is unusable.
+
+    A truncated or tampered ``.npz`` fails in many ways (zip, zlib, npy header), each a reason.
+    """
+    name = f"template {path.parent.name}/{path.name}"
     try:
         with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+            array = npz[key] if key in npz.files else None
     except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, EOFError) as exc:
-        logger.warning("ignoring unreadable template %s: %s", path, exc)
-        return {}
+        return None, None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        return None, f"{name} is unreadable ({type(exc).__name__}: {exc})"
+    if array is not None and (array.ndim != 2 or array.dtype.kind not in "biuf"):
+        return None, f"{name}: {key!r} is not a 2-D numeric array ({array.dtype} {array.shape})"
+    return array, None
 
 
 def _check_arguments(
@@ -228,53 +209,67 @@ def _run_phi(run: Run) -> float:
 
 
 def _template_masks(
-    run: Run, phi: float, foreground: str
+    report: TextureReport, foreground: str
 ) -> tuple[dict[str, tuple[np.ndarray, str]], list[RunItem]]:
-    """Foreground masks from the run's saved templates, and the items that have none."""
+    """Foreground masks from the run's saved templates, and the items that have none.
+
+    An unusable template is logged; its image is left out (``mask``) or its attention computed.
+    """
+    run, phi = report.run, report.phi
     masks: dict[str, tuple[np.ndarray, str]] = {}
     pending: list[RunItem] = []
     for item in run.items:
-        template = _load_template(run.template(item))
+        # The array named like the foreground source: "attention" or "mask".
+        array, problem = _template_array(run.template(item), foreground)
         if foreground == "mask":
-            if "mask" not in template:
+            if problem is not None:
+                report.leave_out(item, problem)
+            elif array is None:
                 raise ValueError(
                     f"foreground='mask' needs {run.template(item)} with a 'mask' array "
                     "(attack with save_templates=True)"
                 )
-            masks[item.stem] = (template["mask"].astype(bool), "template mask")
-        elif "attention" in template:
-            attention = template["attention"].astype(np.float32)
-            masks[item.stem] = (attention >= phi, "template attention")
+            else:
+                masks[item.stem] = (array.astype(bool), "template mask")
+        elif array is not None:
+            masks[item.stem] = (array.astype(np.float32) >= phi, "template attention")
         else:
+            if problem is not None:
+                logger.warning("%s: %s; computing the attention instead", run.name, problem)
             pending.append(item)
     return masks, pending
 
 
 def _computed_masks(
-    run: Run,
+    report: TextureReport,
     items: list[RunItem],
     model: ImageClassifier,
-    phi: float,
     device: str,
     batch_size: int,
 ) -> dict[str, tuple[np.ndarray, str]]:
     """Foreground masks of ``items`` from attention maps computed with ``model``."""
+    run = report.run
     attack_prediction = bool(run.record.get("attack_prediction", False))
     method = str(run.record.get("attention") or options.default("attention"))
     dev = torch.device(device)
     model = model.to(dev).eval()
     masks: dict[str, tuple[np.ndarray, str]] = {}
     for chunk in batches(items, batch_size):
-        x = data.to_tensor([data.load_image(it.clean) for it in chunk]).to(dev)  # (B, 3, H, W)
-        # The attacked class: the label, or the clean prediction (no labels, attack_prediction).
-        classes = [it.clean_pred if attack_prediction else it.reference for it in chunk]
-        if any(c is None for c in classes):
-            with torch.no_grad():
-                pred = model(x).argmax(dim=1).tolist()
-            classes = [p if c is None else c for c, p in zip(classes, pred, strict=True)]
-        att = attention_map(model, x, torch.tensor(classes, device=dev), method=method)
-        for it, a in zip(chunk, att[:, 0].cpu().numpy(), strict=True):
-            masks[it.stem] = (a >= phi, "computed attention")
+        decoded = {it.stem: report.load(it, it.clean) for it in chunk}
+        # Images of one size per batch: a replaced PNG of another size gets its own.
+        for shape in dict.fromkeys(a.shape for a in decoded.values() if a is not None):
+            group = [it for it in chunk if getattr(decoded[it.stem], "shape", None) == shape]
+            x = data.to_tensor([decoded[it.stem] for it in group]).to(dev)  # (B, 3, H, W)
+            # The attacked class: the label, or the clean prediction (no labels,
+            # attack_prediction).
+            classes = [it.clean_pred if attack_prediction else it.reference for it in group]
+            if any(c is None for c in classes):
+                with torch.no_grad():
+                    pred = model(x).argmax(dim=1).tolist()
+                classes = [p if c is None else c for c, p in zip(classes, pred, strict=True)]
+            att = attention_map(model, x, torch.tensor(classes, device=dev), method=method)
+            for it, a in zip(group, att[:, 0].cpu().numpy(), strict=True):
+                masks[it.stem] = (a >= report.phi, "computed attention")
     return masks
 
 
@@ -314,18 +309,25 @@ def analyze_run(
         run = run.subset({it.stem for it in run.items[:limit]})
     phi = _run_phi(run) if phi is None else float(phi)
     report = TextureReport(run=run, phi=phi, foreground=foreground)
-    masks, pending = _template_masks(run, phi, foreground)
+    masks, pending = _template_masks(report, foreground)
     if pending:
         if model is None:
             logger.info("computing attention maps with %s for %d images", run.model, len(pending))
             model = load_model(run.model, run.weights)
-        masks.update(_computed_masks(run, pending, model, phi, device, batch_size))
+        masks.update(_computed_masks(report, pending, model, device, batch_size))
     for item in run.items:
+        if item.stem not in masks:
+            continue  # left out above, with its reason
         mask, source = masks[item.stem]
-        clean, adv = data.load_image(item.clean), data.load_image(item.adversarial)
-        report.images.append(
-            {"image": item.stem, "source": source, **region_stats(clean, adv, mask)}
-        )
+        clean, adv = report.load(item, item.clean), report.load(item, item.adversarial)
+        if clean is None or adv is None:
+            continue
+        try:
+            stats = region_stats(clean, adv, mask)
+        except ValueError as exc:  # a replaced PNG or a template of another size
+            report.leave_out(item, str(exc))
+            continue
+        report.images.append({"image": item.stem, "source": source, **stats})
     return report
 
 
@@ -343,6 +345,7 @@ def texture_markdown(reports: Sequence[TextureReport]) -> str:
              row["hill_fg_median"], row["hill_bg_median"], percent(r.energy_fg),
              number(r.mean("rms_fg"), 3), number(r.mean("rms_bg"), 3)]
         )  # fmt: skip
+    left_out = [f"{r.run.name}: {len(r.left_out)}" for r in reports if r.left_out]
     phis = sorted({f"{r.phi:.4g}" for r in reports})
     sources = sorted({img["source"] for r in reports for img in r.images})
     lines = [
@@ -358,6 +361,8 @@ def texture_markdown(reports: Sequence[TextureReport]) -> str:
         f"Paper (2000 ImageNet images): HILL foreground {PAPER_HILL['foreground']}, background "
         f"{PAPER_HILL['background']}.",
     ]
+    if left_out:
+        lines.append(f"\nImages left out (unreadable or mismatched files): {', '.join(left_out)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -368,7 +373,7 @@ def write_texture_outputs(out: str | os.PathLike, reports: Sequence[TextureRepor
         The paths written.
     """
     out = Path(out)
-    paths = [out / "texture.csv", out / "texture_images.csv", out / "texture.md"]
+    paths = [out / name for name in TEXTURE_FILES]
     data.atomic_write_text(paths[0], csv_text(TEXTURE_COLUMNS, [r.row() for r in reports]))
     data.atomic_write_text(
         paths[1], csv_text(IMAGE_COLUMNS, [row for r in reports for row in r.image_rows()])

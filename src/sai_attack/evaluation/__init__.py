@@ -47,7 +47,6 @@ from sai_attack.evaluation.tables import (
     sweep_table,
 )
 from sai_attack.evaluation.targets import Target, load_targets
-from sai_attack.runs import read_runs as load_runs  # the name reproduce/experiments.py imports
 
 __all__ = [
     "POOLING",
@@ -62,7 +61,6 @@ __all__ = [
     "describe_run",
     "evaluate",
     "evaluate_folders",
-    "load_runs",
     "load_targets",
     "plot_name",
     "pooling_table",

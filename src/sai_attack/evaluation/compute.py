@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from sai_attack.evaluation.targets import Target, load_targets
 from sai_attack.pipeline.loading import batches
 from sai_attack.report import none_if_nan
 from sai_attack.runs import Run, RunItem, read_runs
+from sai_attack.runs.layout import check_output_folder
 from sai_attack.runtime import image_seed, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,17 @@ class _Pair:
     error: str | None = None
 
 
+def _relative(path: Path) -> str:
+    """``images/<stem>.png`` or ``clean/<stem>.png``: a run folder's file, for messages."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def _size(image: np.ndarray | tuple[int, ...]) -> str:
+    """``WxH`` of an (H, W, 3) image or shape."""
+    shape = image.shape if isinstance(image, np.ndarray) else image
+    return f"{shape[1]}x{shape[0]}"
+
+
 class _PairDataset(Dataset):
     """Decodes the clean and adversarial PNG of every item (in worker processes)."""
 
@@ -62,17 +75,55 @@ class _PairDataset(Dataset):
     def __getitem__(self, position: int) -> _Pair:
         index = self.indices[position]
         item = self.items[index]
-        try:
-            clean = data.load_image(item.clean)
-            adv = data.load_image(item.adversarial)
-        except data.ImageLoadError as exc:
-            return _Pair(index, None, None, error=str(exc))
+        images = []
+        for path in (item.clean, item.adversarial):
+            try:
+                images.append(data.load_image(path))
+            except data.ImageLoadError as exc:
+                return _Pair(index, None, None, error=f"{_relative(path)}: {exc}")
+        clean, adv = images
         if clean.shape != adv.shape:
-            return _Pair(
-                index, None, None, error=f"clean {clean.shape} and adversarial {adv.shape} differ"
-            )
+            error = f"its clean image is {_size(clean)} and its adversarial image {_size(adv)}"
+            return _Pair(index, None, None, error=error)
         digest = hashlib.sha256(clean.tobytes()).hexdigest()[:32]
         return _Pair(index, clean, adv, clean_key=f"{clean.shape}:{digest}")
+
+
+def _run_shape(run: Run) -> tuple[int, ...] | None:
+    """The (H, W, 3) shape of the run's saved images, from its recorded image size."""
+    size = run.record.number("image_size")
+    if size is None or not size.is_integer() or size < 1:
+        return None  # unrecorded (or tampered): the first decoded pair decides
+    return (int(size), int(size), 3)
+
+
+def _check_shapes(batch: list[_Pair], shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """Mark the pairs whose images are not of the run's size; returns that size.
+
+    A run's images all have its attack resolution; a pair of another size (a replaced file)
+    could not be batched with the others, so it is left out with the reason.
+    """
+    for p in batch:
+        if p.error is not None or p.clean is None:
+            continue
+        if shape is None:
+            shape = p.clean.shape
+        elif p.clean.shape != shape:
+            p.error = f"its images are {_size(p.clean)}, the run's are {_size(shape)}"
+    return shape
+
+
+def _leave_out(run: Run, left_out: list[tuple[str, str]]) -> None:
+    """Log the images of ``run`` that could not be evaluated and add them to ``run.missing``.
+
+    ``run.missing`` is what ``evaluation.json`` counts as the run's left-out images; an image
+    already there (a second evaluation of the same run) is not added twice.
+    """
+    for image, reason in left_out:
+        logger.warning("%s: %s left out: %s", run.name, image, reason)
+        line = f"{image}: {reason}"
+        if line not in run.missing:
+            run.missing.append(line)
 
 
 def _pair_batches(
@@ -182,14 +233,13 @@ def evaluate(
     done = 0
     for run in runs:
         records: Records = {}
+        left_out: list[tuple[str, str]] = []
+        shape = _run_shape(run)
         mine = ctx.shard(list(range(len(run.items))), batch_size)
         for batch in _pair_batches(run, mine, batch_size, workers):
+            shape = _check_shapes(batch, shape)
             good = [p for p in batch if p.error is None]
-            for p in batch:
-                if p.error is not None:
-                    logger.warning(
-                        "%s: %s left out: %s", run.name, run.items[p.index].image, p.error
-                    )
+            left_out += [(run.items[p.index].image, p.error) for p in batch if p.error]
             if good:
                 _evaluate_batch(run, good, result, clean_cache, records, dev, batch_size)
             done += len(batch)
@@ -197,6 +247,8 @@ def evaluate(
                 on_batch(done, total)
         if ctx.distributed:
             records = {k: v for part in ctx.gather(records) for k, v in part.items()}
+            left_out = [pair for part in ctx.gather(left_out) for pair in part]
+        _leave_out(run, left_out)
         _collect(run, result, records)
     result.seconds = time.perf_counter() - started
     return result
@@ -303,10 +355,12 @@ def evaluate_folders(
     workers: int = 0,
     seed: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
+    out: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Read runs, load models and defenses, then :func:`evaluate` (sharded under ``torchrun``).
 
-    Every argument is checked before any model is loaded or image decoded.
+    Every argument is checked before any model is loaded or image decoded, the output folder
+    ``out`` too: it must not be, contain or lie inside a run folder.
 
     Args:
         run_dirs: Run folders.
@@ -319,18 +373,22 @@ def evaluate_folders(
         workers: PNG-decoding processes.
         seed: Seed of randomised defenses.
         on_batch: Progress callback.
+        out: The folder the results will be written to (:func:`write_evaluation`), if any.
 
     Returns:
         The :class:`Evaluation`.
 
     Raises:
         RunFolderError: A folder is not a usable run folder.
+        RunError: ``out`` is, contains or lies inside a run folder.
     """
     chosen = parse_defenses(defenses)
     dev = resolve_device(device)
+    runs = read_runs(run_dirs)
+    if out is not None:
+        check_output_folder(out, [r.path for r in runs], "run folder")
     ctx = parallel.context(dev)
     dev = ctx.device(dev)
-    runs = read_runs(run_dirs)
     if isinstance(models, Mapping):
         targets = [Target(name=n, spec=n, model=m) for n, m in models.items()]
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sai_attack.report import wilson_interval
 from sai_attack.runs import Run
 
 PROTOCOL = {
@@ -21,13 +22,15 @@ PROTOCOL = {
     "image; randomised defenses (tvm) use one seed per image, derived from the image name and "
     "--seed, for both",
     "images": "rows of results.csv with status ok whose images/ and clean/ files exist",
+    "interval": "ci_low and ci_high bound the 95% Wilson score interval of success_rate "
+    "(successes of n); unknown when n = 0",
 }
 """The protocol, written into ``evaluation.json`` and ``evaluation.md``."""
 
 RESULT_COLUMNS = (
     "run", "method", "delta", "delta_eff", "model", "defense", "param", "spec", "setting", "n",
     "successes", "success_rate", "images", "clean_accuracy", "attack_model", "targeted",
-    "labels",
+    "labels", "ci_low", "ci_high",
 )  # fmt: skip
 """The columns of ``evaluation.csv``: one row per (run, model, defense)."""
 
@@ -45,3 +48,14 @@ class EvaluationError(ValueError):
 def method_of(run: Run) -> str:
     """The run's attack method, ``unknown`` when its record does not say."""
     return run.method or "unknown"
+
+
+def success_interval(row: dict) -> tuple[float, float]:
+    """The 95% Wilson interval of a result row's success rate (NaN, NaN when its n is 0)."""
+    return wilson_interval(row["successes"], row["n"])
+
+
+def with_interval(row: dict) -> dict:
+    """A result row with its ``ci_low`` and ``ci_high`` (the rows are computed without them)."""
+    low, high = success_interval(row)
+    return {**row, "ci_low": low, "ci_high": high}

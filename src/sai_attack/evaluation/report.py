@@ -18,6 +18,7 @@ from sai_attack.evaluation.protocol import (
     PROTOCOL,
     RESULT_COLUMNS,
     method_of,
+    with_interval,
 )
 from sai_attack.evaluation.tables import plot_name, results_markdown, run_label, swept
 from sai_attack.evaluation.targets import Target
@@ -38,7 +39,10 @@ def _csv_value(value: object) -> object:
 
 def results_csv(evaluation: Evaluation) -> str:
     """``evaluation.csv``: one tidy row per (run, model, defense)."""
-    rows = [{k: _csv_value(row[k]) for k in RESULT_COLUMNS} for row in evaluation.rows]
+    rows = [
+        {k: _csv_value(v) for k, v in with_interval(row).items() if k in RESULT_COLUMNS}
+        for row in evaluation.rows
+    ]
     return csv_text(RESULT_COLUMNS, rows)
 
 
@@ -89,7 +93,7 @@ def results_json(evaluation: Evaluation) -> str:
     """``evaluation.json``: protocol, runs, models, defenses and the rows."""
     rows = [
         {k: (none_if_nan(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
-        for row in evaluation.rows
+        for row in map(with_interval, evaluation.rows)
     ]
     record = {
         "protocol": PROTOCOL,

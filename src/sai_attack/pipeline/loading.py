@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from sai_attack import data
 from sai_attack import superpixels as sp
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -25,6 +29,16 @@ class Item:
     error: str | None = None
     seconds_load: float = 0.0
     seconds_superpixels: float = 0.0
+    sha256: str = ""  # of the input file, so that a resumed run knows it is the same input
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class InputDataset(Dataset):
@@ -62,6 +76,7 @@ class InputDataset(Dataset):
         if name in self.problems:
             item.error = self.problems[name]
             return item
+        item.sha256 = file_sha256(self.root / name)
         item.image = data.resize_center_crop(image, self.size)
         t1 = time.perf_counter()
         item.seconds_load = t1 - t0
@@ -71,9 +86,9 @@ class InputDataset(Dataset):
         return item
 
 
-def batches(items: Iterable[Item], batch_size: int) -> Iterator[list[Item]]:
+def batches(items: Iterable[T], batch_size: int) -> Iterator[list[T]]:
     """Group the loader's items, in order, into lists of ``batch_size`` (the last may be short)."""
-    batch: list[Item] = []
+    batch: list[T] = []
     for item in items:
         batch.append(item)
         if len(batch) == batch_size:

@@ -27,17 +27,26 @@ from sai_attack.attacks import Attack
 from sai_attack.models import ImageClassifier, load_model
 from sai_attack.pipeline.batch import BatchAttacker, attention_for, skip_row
 from sai_attack.pipeline.config import RunOptions
-from sai_attack.pipeline.loading import InputDataset, Item, batches
-from sai_attack.pipeline.summary import summary_record
-from sai_attack.runs import STATUS_OK, RunWriter
-from sai_attack.runtime import EXIT_OK, EXIT_SKIPPED, RunError, resolve_device, trim_heap
+from sai_attack.pipeline.loading import InputDataset, Item, batches, file_sha256
+from sai_attack.pipeline.summary import successes_over_all, summary_record
+from sai_attack.runs import STATUS_OK, RunLayout, RunWriter
+from sai_attack.runtime import (
+    EXIT_OK,
+    EXIT_SKIPPED,
+    RunError,
+    die_with_parent,
+    resolve_device,
+    trim_heap,
+)
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("load", "superpixels", "wait", "clean_forward", "attack", "encode", "evaluate")
 """Where a run's time goes (``summary.json``, ``bench``): decoding and resizing and superpixel
 segmentation (in the workers), time the main loop waited for the workers, the clean prediction
-(and CAM), the attack iterations, quantising and PNG encoding, prediction on the saved images."""
+(and CAM), the attack iterations, quantising and PNG encoding, prediction on the saved images
+and their distortion metrics (those computed in line; on a GPU run SSIM and CIEDE2000 run in
+threads beside the next batch)."""
 
 
 @dataclass
@@ -49,10 +58,13 @@ class RunSummary:
     processed: int = 0
     skipped: int = 0
     reused: int = 0
+    mean_delta_eff: float = float("nan")
     correct: int = 0
     successes: int = 0
     success_rate: float = float("nan")
-    mean_delta_eff: float = float("nan")
+    attacked: int = 0
+    successes_all: int = 0
+    success_rate_all: float = float("nan")
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     rank: int = 0
@@ -97,12 +109,20 @@ class AttackRun:
         self._model = model
 
     def _check_output_folder(self, inputs: data.InputSet) -> None:
+        """Refuse an output folder whose files could overwrite or mix with the inputs.
+
+        The inputs are the files directly inside ``inputs.root`` (not below it), so a run
+        folder inside the input folder cannot collide with them; one that is the input
+        folder, holds it, or writes a subfolder that is the input folder can.
+        """
         out = self.out.resolve()
-        for folder in {inputs.root.resolve(), self.input_path.resolve()}:
-            if folder.is_dir() and out in (folder, folder / "images"):
-                raise RunError(
-                    f"output folder {str(self.out)!r} is the input folder; choose another folder"
-                )
+        root = inputs.root.resolve()
+        written = [out, *RunLayout(out).subfolders(templates=True)]
+        if root in written or out in root.parents:
+            raise RunError(
+                f"output folder {str(self.out)!r} is, contains or writes into the input folder "
+                f"{str(inputs.root)!r}; choose a folder outside it"
+            )
 
     def image_size(self, model: ImageClassifier) -> int:
         """The attack resolution: the configured size, else the model's, else 224."""
@@ -138,6 +158,7 @@ class AttackRun:
         if ctx.is_main:
             try:
                 writer.open(self._record(model), inputs.names)
+                self._forget_changed_inputs(writer, inputs, names)
             except RunError as exc:
                 error = str(exc)
         error = ctx.broadcast(error)
@@ -160,6 +181,25 @@ class AttackRun:
                 writer.close()
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _forget_changed_inputs(
+        self, writer: RunWriter, inputs: data.InputSet, names: list[str]
+    ) -> None:
+        """Drop finished rows whose input file is not the one they were made from."""
+        finished = writer.done()
+        stale = set()
+        for name in names:
+            shown = data.printable_name(name)
+            if shown in finished and data.is_plain_name(name):
+                try:
+                    same = finished[shown] == file_sha256(inputs.root / name)
+                except OSError:
+                    same = False
+                if not same:
+                    stale.add(shown)
+        if stale:
+            logger.warning("%d finished image(s) have other input content now: redone", len(stale))
+            writer.forget(stale)
 
     def _loop_or_explain(self, *args) -> RunSummary:
         try:
@@ -205,6 +245,7 @@ class AttackRun:
             shuffle=False,
             num_workers=workers,
             prefetch_factor=max(2, math.ceil(2 * batch_size / workers)) if workers else None,
+            worker_init_fn=die_with_parent if workers else None,
         )
 
     def _loop(
@@ -232,7 +273,7 @@ class AttackRun:
         progress = self._progress(len(todo))
         pending: tuple[list[Future], list[dict]] | None = None
         try:
-            with writer:
+            with writer, attacker:
                 t_wait = time.perf_counter()
                 for batch in batches(self._loader(inputs, todo, self.image_size(model)),
                                      self.options.batch_size):  # fmt: skip
@@ -286,6 +327,8 @@ class AttackRun:
         summary.correct = len(correct)
         summary.successes = sum(int(r["success"]) for r in correct)
         summary.success_rate = summary.successes / len(correct) if correct else float("nan")
+        summary.successes_all, summary.attacked = successes_over_all(rows)
+        summary.success_rate_all = summary.successes_all / len(rows) if rows else float("nan")
         deltas = [float(r["delta_eff"]) for r in rows if r["delta_eff"]]
         summary.mean_delta_eff = float(np.mean(deltas)) if deltas else float("nan")
         record = self._record(model)
@@ -294,7 +337,7 @@ class AttackRun:
                 summary,
                 record,
                 attack,
-                len(rows),
+                rows,
                 inputs.labels is not None,
                 str(self.device),
                 attention_for(self.config, model),

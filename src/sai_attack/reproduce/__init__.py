@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import logging
 import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
 from sai_attack.reproduce.experiments import Progress, Reproduction
-from sai_attack.reproduce.plan import RunSpec, Section, Settings, plan
+from sai_attack.reproduce.plan import BLACK_BOX_MODELS, RunSpec, Section, Settings, plan
 from sai_attack.reproduce.presets import PRESETS, Preset, with_images
-from sai_attack.reproduce.report import write_report
+from sai_attack.reproduce.report import typed_command, write_report
 from sai_attack.reproduce.sections import SECTIONS
 from sai_attack.runtime import library_versions
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BLACK_BOX_MODELS",
     "PRESETS",
     "SECTIONS",
     "Preset",
@@ -63,7 +62,7 @@ def run_reproduce(settings: Settings) -> dict[str, Path]:
         progress.step(section.name, lambda section=section: section.fill(r))
     p = settings.preset
     meta = {
-        "command": shlex.join(sys.argv) if sys.argv else "",
+        "command": typed_command(),
         "preset": f"{p.name} ({p.images} images, ablations on {p.ablation_images})",
         "data": str(settings.data),
         "white-box model": settings.model,

@@ -11,7 +11,16 @@ from sai_attack.reproduce import paper
 from sai_attack.reproduce.experiments import Rates, Reproduction, defense_specs
 from sai_attack.reproduce.plan import Need, RunSpec, Section, each
 from sai_attack.reproduce.presets import Preset
-from sai_attack.reproduce.tables import Figure, Finding, Lines, Panel, Table, mean_known, num
+from sai_attack.reproduce.tables import (
+    Figure,
+    Finding,
+    Lines,
+    Measure,
+    Panel,
+    Table,
+    mean_known,
+    num,
+)
 from sai_attack.reproduce.tables import plot_rates as plot
 
 PAPER_PROTOCOL = (
@@ -59,8 +68,8 @@ def table1(r: Reproduction) -> None:
     paper_specs, matched_specs = _table1_specs(r.p)
     rows = r.evaluate("table1", paper_specs + matched_specs, ["none"], models, n)
 
-    def rates(spec: RunSpec) -> list[float]:
-        return [rows.rate(spec, m, "none") for m in models]
+    def measures(spec: RunSpec) -> list[Measure]:
+        return [rows.measure(spec, m, "none") for m in models]
 
     for protocol, chosen in (("paper", paper_specs), ("matched", matched_specs)):
         table = Table(
@@ -68,14 +77,16 @@ def table1(r: Reproduction) -> None:
             title=f"Table 1 ({protocol} protocol): attack success, delta = {delta:g}",
             caption=f"Success rate (%) on the first {n} images of {r.s.data.name}; white-box "
             f"model {r.s.model} (*), the others black-box; rates over the images each model "
-            f"classifies correctly. {PAPER_PROTOCOL if protocol == 'paper' else MATCHED_PROTOCOL}.",
+            f"classifies correctly, with their 95% Wilson interval in brackets (black-box mean: "
+            "over the pooled (model, image) pairs). "
+            f"{PAPER_PROTOCOL if protocol == 'paper' else MATCHED_PROTOCOL}.",
             columns=["method", "delta_eff", f"{r.s.model}*", *models[1:], "black-box mean"]
             + (["paper Inc-v3*", "paper black-box mean"] if protocol == "paper" else []),
         )
         for spec in chosen:
-            x = rates(spec)
-            cells = [spec.label, num(r.delta_eff(spec)), *[percent(v) for v in x]]
-            cells.append(percent(mean_known(x[1:])))
+            x = measures(spec)
+            cells = [spec.label, num(r.delta_eff(spec)), *[v.cell() for v in x]]
+            cells.append(Measure.pooled(x[1:]).cell())
             if protocol == "paper":
                 ref = paper.TABLE1[spec.method]
                 cells += [num(ref[0]), num(mean_known(ref[1:]))]
@@ -89,14 +100,14 @@ def table1(r: Reproduction) -> None:
     sai, base = RunSpec("sai-fgm", delta), RunSpec("ifgm", delta)
     for label, pick in (
         ("white-box", lambda v: v[0]),
-        ("black-box mean", lambda v: mean_known(v[1:])),
+        ("black-box mean", lambda v: Measure.pooled(v[1:])),
     ):
         r.findings.append(
             Finding(
                 f"Table 1, {label} success, delta = {delta:g}",
                 True,
-                (100 * pick(rates(sai)), 100 * pick(rates(base))),
-                (100 * pick(rates(sai)), 100 * pick(rates(base.matched()))),
+                (pick(measures(sai)), pick(measures(base))),
+                (pick(measures(sai)), pick(measures(base.matched()))),
                 (r.delta_eff(sai), r.delta_eff(base), r.delta_eff(base.matched())),
             )
         )
@@ -193,6 +204,7 @@ def _sweeps(r: Reproduction, rows: Rates, defenses: list[str]) -> None:
                         *[by_param.get(f"{float(c):g}", "") for c in table.columns[4:]],
                     )
                 panels.append((f"{name}, delta = {delta:g}", xlabel, lines))
+        table.notes.append(rows.interval_note())
         r.tables.append(table)
         path = r.s.out / "figures" / f"{key}.png"
         plot(path, panels)
@@ -229,6 +241,7 @@ def _pooling(r: Reproduction, rows: Rates) -> None:
                     *ours,
                     *[num(ref.get(k)) for k in p.pooling],
                 )
+    table.notes.append(rows.interval_note())
     r.tables.append(table)
 
 
@@ -261,6 +274,7 @@ def _tvm_bitdepth(r: Reproduction, rows: Rates) -> None:
             ys.append(t)
             if delta == deltas[0]:
                 depth_lines[spec.label] = (list(p.bitdepths), ds)
+    table.notes.append(rows.interval_note())
     r.tables.append(table)
     path = r.s.out / "figures" / "figure6_tvm_bitdepth.png"
     plot(
@@ -304,8 +318,8 @@ def robustness(r: Reproduction) -> None:
             Finding(
                 f"{label}, delta = {delta:g}",
                 True,
-                (100 * rows.rate(sai, m, d), 100 * rows.rate(base, m, d)),
-                (100 * rows.rate(sai, m, d), 100 * rows.rate(base.matched(), m, d)),
+                (rows.measure(sai, m, d), rows.measure(base, m, d)),
+                (rows.measure(sai, m, d), rows.measure(base.matched(), m, d)),
                 (r.delta_eff(sai), r.delta_eff(base), r.delta_eff(base.matched())),
             )
         )

@@ -60,7 +60,7 @@ def _figure2(r: Reproduction) -> None:
 
 
 def _texture(r: Reproduction) -> None:
-    from sai_attack.detection.texture import analyze_run
+    from sai_attack.detection import analyze_run
 
     def texture() -> list[dict]:
         out = []

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import math
-
 from sai_attack.attacks import ATTACKS
-from sai_attack.report import percent
+from sai_attack.report import interval_text, percent
 from sai_attack.reproduce import paper
 from sai_attack.reproduce.experiments import Reproduction, defense_specs
 from sai_attack.reproduce.plan import Need, RunSpec, Section, each
 from sai_attack.reproduce.presets import Preset
-from sai_attack.reproduce.tables import Figure, Finding, Table, mean_known, num, plot_rates
+from sai_attack.reproduce.tables import (
+    Figure,
+    Finding,
+    Measure,
+    Table,
+    mean_known,
+    num,
+    plot_rates,
+)
 
 # --------------------------------------------------------------------------------------------
 # Table 2: steganalysis detection
@@ -36,6 +42,11 @@ def _table2_specs(p: Preset) -> dict[tuple[Row, float], RunSpec]:
     }
 
 
+def split_measure(result: dict) -> Measure:
+    """A cached detection result's accuracy with its 95% interval over the splits."""
+    return Measure.of_splits(result.get("split_accuracies", []))
+
+
 def table2(r: Reproduction) -> None:
     """Detection accuracy of an SPAM + FLD-ensemble detector trained per run."""
     p = r.p
@@ -47,10 +58,16 @@ def table2(r: Reproduction) -> None:
         caption=f"SPAM features (686-D per RGB channel) + {p.detection_classifier} detector "
         "(fld: the FLD ensemble of Kodovsky et al.), one detector per run, "
         f"clean/adversarial pairs of an image on the same side, {p.detection_splits} seeded "
-        f"50/50 splits; accuracy = 1 - (P_FA + P_MD)/2 on the test half; first {p.images} "
-        "images. Lower = harder to detect. Paper values (ImageNet, Inception-v3) alongside.",
+        f"50/50 splits; accuracy = 1 - (P_FA + P_MD)/2 on the test half, mean over splits "
+        "with its 95% interval (mean ± t·sd/√k over the k splits; n/a for one split); first "
+        f"{p.images} images. Lower = harder to detect. Paper values (ImageNet, Inception-v3) "
+        "alongside.",
         columns=["method"]
-        + [c for d in p.detection_deltas for c in (f"delta={d:g}", "std", "delta_eff", "paper")],
+        + [
+            c
+            for d in p.detection_deltas
+            for c in (f"delta={d:g}", "95% interval", "std", "delta_eff", "paper")
+        ],
     )
     for row in _table2_rows(p):
         method, beta, budget = row
@@ -59,8 +76,10 @@ def table2(r: Reproduction) -> None:
             spec = specs[(row, d)]
             res = results.get(spec.key, {})
             ref = paper.TABLE2.get((method, beta), {}).get(int(d)) if budget is None else None
+            accuracy = split_measure(res)
             cells += [
                 percent(res.get("accuracy")),
+                interval_text(accuracy.low, accuracy.high),
                 percent(res.get("std")),
                 num(r.delta_eff(spec)),
                 num(ref),
@@ -68,8 +87,8 @@ def table2(r: Reproduction) -> None:
         table.add(*cells)
     r.tables.append(table)
 
-    def accuracy(spec: RunSpec) -> float:
-        return 100 * results.get(spec.key, {}).get("accuracy", math.nan)
+    def accuracy(spec: RunSpec) -> Measure:
+        return split_measure(results.get(spec.key, {}))
 
     for d in p.detection_deltas:
         sai, base, exact = (
@@ -130,8 +149,8 @@ def _table4(r: Reproduction) -> None:
         key="table4_superpixel_algorithms",
         title="Table 4: SAI-FGM with different superpixel algorithms (delta = 4)",
         caption=f"Success (%) on {m}: white-box, after resize gamma = 2, JPEG q = 55, TVM; "
-        f"detection accuracy (%) of the SPAM + FLD detector; first {p.images} images; paper values "
-        "(Inception-v3) in the paper columns.",
+        f"detection accuracy (%) of the SPAM + FLD detector with its 95% interval over splits; "
+        f"first {p.images} images; paper values (Inception-v3) in the paper columns.",
         columns=["method", "superpixels K", "delta_eff", *keys, *[f"paper {k}" for k in keys]],
     )
     for spec in t4_specs:
@@ -144,10 +163,11 @@ def _table4(r: Reproduction) -> None:
             num(r.delta_eff(spec)),
         ]
         cells += [percent(rows.rate(spec, m, d)) for d in defenses[:1]]
-        cells.append(percent(detection.get(spec.key, {}).get("accuracy")))
+        cells.append(split_measure(detection.get(spec.key, {})).cell())
         cells += [percent(rows.rate(spec, m, d)) for d in defenses[1:]]
         cells += [num(ref[k]) if ref else "" for k in keys]
         table.add(*cells)
+    table.notes.append(rows.interval_note())
     r.tables.append(table)
 
 
@@ -178,6 +198,7 @@ def _size_ablation(r: Reproduction) -> None:
         resized.append(z)
     r.tables.append(table)
     path = r.s.out / "figures" / "ablation_superpixel_size.png"
+    table.notes.append(rows.interval_note())
     lines = {"SAI white-box": (xs, white), "SAI resize gamma=3": (xs, resized)}
     plot_rates(path, [("superpixel size", "S", lines)])
     r.figures.append(Figure("ablation_superpixel_size", table.title, table.caption, path))
@@ -208,6 +229,7 @@ def _phi_ablation(r: Reproduction) -> None:
         )
         xs.append(k / 12)
         bb.append(mean_known(rates[1:]))
+    table.notes.append(rows.interval_note())
     r.tables.append(table)
     path = r.s.out / "figures" / "ablation_phi.png"
     plot_rates(path, [("binarisation factor", "phi", {"SAI black-box mean": (xs, bb)})])
@@ -235,6 +257,7 @@ def _grad_ablation(r: Reproduction) -> None:
             num(r.attack_seconds(spec), 3),
             num(paper.GRAD_MODES.get(g)),
         )
+    table.notes.append(rows.interval_note())
     r.tables.append(table)
 
 

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,17 @@ from sai_attack.attacks import ATTACKS
 from sai_attack.defenses import parse_defenses
 from sai_attack.models import ImageClassifier, load_model
 from sai_attack.pipeline import AttackRun, RunOptions
+from sai_attack.report import wilson_interval
 from sai_attack.reproduce.plan import Need, RunSpec, Section, Settings
-from sai_attack.reproduce.tables import Figure, Finding, Table
-from sai_attack.runs import Run, RunItem, RunLayout, read_results, read_run
+from sai_attack.reproduce.tables import (
+    Figure,
+    Finding,
+    Measure,
+    Table,
+    marked_outcomes,
+    outcome_marks,
+)
+from sai_attack.runs import Run, RunItem, RunLayout, read_run
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +52,6 @@ def _fingerprint(*parts: object) -> str:
 def defense_specs(specs: Sequence[str]) -> list[str]:
     """The canonical spec of every defense of ``specs`` (sweeps expanded), as results key them."""
     return [d.spec for d in parse_defenses(specs)]
-
-
-def _rows(run: Run) -> list[dict[str, str]]:
-    """The raw ``results.csv`` rows of ``run``.
-
-    Only for what :class:`~sai_attack.runs.Run` does not carry (yet): the status of every input,
-    skipped ones included, and the ``superpixels`` and ``mask_fraction`` columns.
-    """
-    return read_results(run.layout.results)
 
 
 class Progress:
@@ -92,11 +91,22 @@ class Progress:
         return result
 
 
+OUTCOMES_FORMAT = "outcomes-v1"
+"""Tag of the cache format of evaluations (rows with per-image outcomes); part of the fingerprint,
+so that caches written before the outcomes were stored are computed again."""
+
+
 @dataclass
 class Rates:
-    """Success rows of one evaluation, keyed by (run key, model, defense spec)."""
+    """Success rows of one evaluation, keyed by (run key, model, defense spec).
+
+    Attributes:
+        rows: The rows; ``outcomes`` holds the per-image marks of :func:`outcome_marks`.
+        images: The images of every run key, in the order of the marks.
+    """
 
     rows: dict[tuple[str, str, str], dict[str, Any]]
+    images: dict[str, list[str]] = field(default_factory=dict)
 
     def rate(self, spec: RunSpec, model: str, defense: str) -> float:
         """The success rate in [0, 1], NaN when not measured or over no image."""
@@ -107,6 +117,27 @@ class Rates:
         """The number of images the rate is over (``""`` when not measured)."""
         row = self.rows.get((spec.key, model, defense))
         return str(row["n"]) if row else ""
+
+    def measure(self, spec: RunSpec, model: str, defense: str) -> Measure:
+        """The rate, its 95% Wilson interval and per-image outcomes (for the paired test)."""
+        row = self.rows.get((spec.key, model, defense))
+        if not row:
+            return Measure(math.nan)
+        outcomes = marked_outcomes(self.images.get(spec.key, []), row["outcomes"])
+        low, high = wilson_interval(row["successes"], row["n"])
+        return Measure(self.rate(spec, model, defense), low, high, outcomes)
+
+    def interval_note(self) -> str:
+        """A table note bounding the 95% Wilson intervals of every rate of this evaluation."""
+        counts = [(row["successes"], row["n"]) for row in self.rows.values() if row["n"]]
+        if not counts:
+            return "uncertainty: no rate measured"
+        half = max(high - low for low, high in (wilson_interval(*c) for c in counts)) / 2
+        return (
+            f"uncertainty: every 95% Wilson interval of these rates is at most ± {100 * half:.1f} "
+            f"points (n >= {min(n for _, n in counts)} images per rate); the summary gives "
+            "intervals and paired tests"
+        )
 
 
 class Reproduction:
@@ -250,7 +281,7 @@ class Reproduction:
         images: int,
     ) -> Rates:
         """Success rates by (run, model, defense spec), cached by their inputs."""
-        from sai_attack.evaluation import evaluate, load_runs, load_targets
+        from sai_attack.evaluation import evaluate, load_targets
 
         specs = list(dict.fromkeys(specs))
         fingerprint = _fingerprint(
@@ -259,13 +290,11 @@ class Reproduction:
             list(models),
             images,
             self.s.seed,
+            OUTCOMES_FORMAT,
         )
 
-        def compute() -> list[dict]:
-            runs = load_runs([self.run_path(s) for s in specs])
-            keep = self.names(images)
-            for run in runs:
-                run.items = [it for it in run.items if it.image in keep]
+        def compute() -> dict[str, Any]:
+            runs = [self.subset(s, images) for s in specs]
             targets = load_targets(list(models), runs, device=self.s.device)
             result = evaluate(
                 runs,
@@ -277,18 +306,20 @@ class Reproduction:
             )
             keys = {run.name: s.key for run, s in zip(runs, specs, strict=True)}
             names = {t.name: spec for t, spec in zip(targets, models, strict=True)}
-            return [
-                {**row, "run": keys[row["run"]], "model": names[row["model"]]}
-                for row in result.rows
-            ]
+            order, marks = outcome_marks(result.predictions, keys, names)
+            rows = []
+            for row in result.rows:
+                key = (keys[row["run"]], names[row["model"]], row["spec"])
+                rows.append({**row, "run": key[0], "model": key[1], "outcomes": marks.get(key, "")})
+            return {"rows": rows, "images": order}
 
-        rows = self.cached(f"evaluate-{name}", fingerprint, compute)
-        return Rates({(r["run"], r["model"], r["spec"]): r for r in rows})
+        value = self.cached(f"evaluate-{name}", fingerprint, compute)
+        rows = {(r["run"], r["model"], r["spec"]): r for r in value["rows"]}
+        return Rates(rows, value["images"])
 
     def detect(self, name: str, specs: Sequence[RunSpec]) -> dict[str, dict]:
         """Detection results per run key (features cached, results cached by their inputs)."""
         from sai_attack.detection import DetectionOptions, detect_runs
-        from sai_attack.runs import read_run as read_pairs
 
         specs = list(dict.fromkeys(specs))
         options = dict(
@@ -296,15 +327,12 @@ class Reproduction:
             seed=self.s.seed,
             classifier=self.p.detection_classifier,
         )
-        fingerprint = _fingerprint([(s.key, self._run_state(s)) for s in specs], options)
+        fingerprint = _fingerprint(
+            [(s.key, self._run_state(s)) for s in specs], options, "split-accuracies"
+        )
 
         def compute() -> dict[str, dict]:
-            runs = [
-                read_pairs(self.run_path(s)).subset(
-                    {it.stem for it in self.items(s, self.p.images)}
-                )
-                for s in specs
-            ]
+            runs = [self.subset(s, self.p.images) for s in specs]
             opts = DetectionOptions(
                 workers=self.detection_workers, cache_dir=self.cache_dir / "features", **options
             )
@@ -321,6 +349,7 @@ class Reproduction:
                         "p_md": r.result.p_md,
                         "n_test": r.result.n_test,
                         "n_train": r.result.n_train,
+                        "split_accuracies": [split.accuracy for split in r.result.splits],
                     }
             return out
 
@@ -339,9 +368,13 @@ class Reproduction:
         keep = self.names(images)
         return [it for it in self.run(spec).items if it.image in keep]
 
+    def subset(self, spec: RunSpec, images: int) -> Run:
+        """The run restricted to its attacked images among the first ``images`` inputs."""
+        return self.run(spec).subset({it.stem for it in self.items(spec, images)})
+
     def inputs(self) -> list[tuple[str, str]]:
         """(image, status) of the main image set, from the I-FGM delta-4 run."""
-        return [(r["image"], r["status"]) for r in _rows(self.run(RunSpec("ifgm", 4.0)))]
+        return list(self.run(RunSpec("ifgm", 4.0)).statuses.items())
 
     def delta_eff(self, spec: RunSpec, images: int | None = None) -> float:
         """Mean delta_eff of a run's saved images (over the first ``images`` inputs)."""
@@ -350,12 +383,10 @@ class Reproduction:
         return float(np.mean(values)) if values else math.nan
 
     def column_mean(self, spec: RunSpec, images: int, column: str) -> float:
-        """Mean of a per-image number the run does not carry on its items.
+        """Mean of a per-image number (``superpixels``, ``mask_fraction``) of a run's items.
 
-        ``superpixels`` or ``mask_fraction`` of ``results.csv``, over the run's attacked images
-        among the first ``images`` inputs.
+        Over the run's attacked images among the first ``images`` inputs.
         """
-        keep = {it.image for it in self.items(spec, images)}
-        rows = _rows(self.run(spec))
-        values = [float(r[column]) for r in rows if r["image"] in keep and r.get(column)]
+        values = [getattr(it, column) for it in self.items(spec, images)]
+        values = [v for v in values if v is not None]
         return float(np.mean(values)) if values else math.nan

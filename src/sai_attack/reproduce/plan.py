@@ -91,6 +91,10 @@ class RunSpec:
         )
 
 
+BLACK_BOX_MODELS = ("efficientnet-lite1", "efficientnet-lite2")
+"""The black-box models of a reproduction unless told."""
+
+
 @dataclass
 class Settings:
     """What a reproduction runs on.
@@ -112,7 +116,7 @@ class Settings:
     out: Path
     preset: Preset
     model: str = options.default("model")
-    black_box: tuple[str, ...] = ("efficientnet-lite1", "efficientnet-lite2")
+    black_box: tuple[str, ...] = BLACK_BOX_MODELS
     targets: tuple[str, ...] = ()
     device: str = options.default("device")
     batch_size: int = options.default("batch_size")

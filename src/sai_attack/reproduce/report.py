@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import html
+import shlex
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from sai_attack import data
-from sai_attack.reproduce.tables import Figure, Finding, Table, num
+from sai_attack.reproduce.tables import ALPHA, Figure, Finding, Table, num
 
 ORDER = (
     "table1_paper", "table1_matched", "table2_detection", "figure4_resize", "figure5_jpeg",
@@ -32,6 +35,31 @@ code { background: #f6f6f6; padding: 0 0.2em; }
 """
 
 
+PROGRAM = "sai-attack"
+"""How the command line program is named in reports (whatever path started it)."""
+
+
+def typed_command(argv: Sequence[str] | None = None) -> str:
+    """The command as the user typed it, e.g. ``sai-attack reproduce data --out out``.
+
+    ``sys.argv[0]`` is the absolute path of the ``sai-attack`` console script (or of
+    ``sai_attack/__main__.py`` under ``python -m sai_attack``): a report shows it as
+    ``sai-attack``, which is what was typed and does not leak the installation's path. Any other
+    program (a script calling the Python API) is shown by its file name.
+
+    Args:
+        argv: The arguments, program first (default ``sys.argv``).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    program = Path(argv[0])
+    is_ours = program.stem == PROGRAM or (
+        program.name == "__main__.py" and program.parent.name == "sai_attack"
+    )
+    return shlex.join([PROGRAM if is_ours else program.name, *argv[1:]])
+
+
 def _md_code(text: str) -> str:
     return "`" + text.replace("`", "'").replace("\n", " ") + "`"
 
@@ -47,21 +75,27 @@ def findings_table(findings: list[Finding]) -> Table:
         key="summary_matched_norm",
         title="Summary: SAI-FGM vs I-FGM under both protocols",
         caption="Success rates (%) of SAI-FGM and I-FGM, or detection accuracy (%) where lower "
-        "is better. 'paper': I-FGM projected into the L2 ball as published (its delta_eff is "
-        "smaller); 'matched': I-FGM rescaled to the same full budget as SAI-FGM. A difference "
-        "under 1 point is a tie.",
-        columns=["measurement", "SAI-FGM", "I-FGM (paper)", "paper protocol", "I-FGM (exact)",
-                 "matched norm", "delta_eff SAI / I-FGM / I-FGM exact"],
+        "is better, each with its 95% interval in brackets (success rates: Wilson; detection: "
+        "mean ± t·sd/√k over the k splits). 'paper': I-FGM projected into the L2 ball as "
+        "published (its delta_eff is smaller); 'matched': I-FGM rescaled to the same full budget "
+        "as SAI-FGM. Verdicts on success rates come from the exact McNemar test on the per-image "
+        f"outcomes of the two runs on the same images: a tie unless p < {ALPHA:g}. Detection "
+        "accuracies pair no images across runs, so there the verdict is a tie while the 95% "
+        "split intervals overlap. Black-box mean: the interval and test pool the (model, image) "
+        "pairs of the black-box models.",
+        columns=["measurement", "SAI-FGM", "I-FGM (paper)", "paper protocol", "paper test",
+                 "I-FGM (exact)", "matched norm", "matched test",
+                 "delta_eff SAI / I-FGM / I-FGM exact"],
     )  # fmt: skip
     for f in findings:
         d = f.delta_eff
         table.add(
             f.measurement,
-            num(f.paper[0], 1),
-            num(f.paper[1], 1),
-            f.verdict_paper,
-            num(f.matched[1], 1) if f.matched else "",
-            f.verdict_matched,
+            f.paper[0].cell(),
+            f.paper[1].cell(),
+            *f.paper_comparison,
+            f.matched[1].cell() if f.matched else "",
+            *f.matched_comparison,
             f"{num(d[0])} / {num(d[1])} / {num(d[2]) if d[2] is not None else ''}",
         )
     return table

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from sai_attack import data
-from sai_attack.report import csv_text, figure_png, markdown_table, new_figure, number
+from sai_attack.report import (
+    csv_text,
+    discordant,
+    figure_png,
+    markdown_table,
+    mcnemar_exact,
+    mean_interval,
+    new_figure,
+    number,
+    rate_interval,
+    wilson_interval,
+)
 
 Lines = dict[str, tuple[list[float], list[float]]]
 """Plotted lines by legend label: (x values, rates in [0, 1])."""
@@ -106,6 +117,113 @@ def plot_rates(path: Path, panels: Sequence[Panel], ylabel: str = "success rate 
     data.atomic_write_bytes(path, figure_png(figure))
 
 
+ALPHA = 0.05
+"""Significance level of the summary's paired test: p >= ALPHA is a tie."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One number of the summary: a rate in [0, 1], its 95% interval, and its per-image outcomes.
+
+    Attributes:
+        value: The success rate or detection accuracy (NaN when not measured).
+        low: Lower end of its 95% interval (NaN when unknown).
+        high: Upper end.
+        outcomes: Success rates: success per counted image (the images whose clean version the
+            model classifies correctly), keyed by image, for the paired test; ``None`` for
+            detection accuracies, which pair no images across runs.
+    """
+
+    value: float
+    low: float = math.nan
+    high: float = math.nan
+    outcomes: Mapping[str, bool] | None = None
+
+    @classmethod
+    def of_splits(cls, accuracies: Sequence[float]) -> Measure:
+        """A detection accuracy: the mean over splits with its t interval."""
+        if not accuracies:
+            return cls(math.nan)
+        low, high = mean_interval(accuracies, bounds=(0.0, 1.0))
+        return cls(float(np.mean(accuracies)), low, high)
+
+    @classmethod
+    def pooled(cls, measures: Sequence[Measure]) -> Measure:
+        """The mean of several models' rates; interval and outcomes over their pooled images.
+
+        The value stays the mean of the rates (as the tables show it); the Wilson interval and
+        the paired test use every (model, image) pair of the models at once.
+        """
+        if len(measures) == 1:
+            return measures[0]
+        value = mean_known([m.value for m in measures])
+        if any(m.outcomes is None for m in measures):
+            return cls(value)
+        outcomes = {f"{i}:{k}": v for i, m in enumerate(measures) for k, v in m.outcomes.items()}
+        return cls(value, *wilson_interval(sum(outcomes.values()), len(outcomes)), outcomes)
+
+    def cell(self) -> str:
+        """``81.0 [72.2, 87.5]`` (percent), ``n/a`` when not measured."""
+        return rate_interval(self.value, self.low, self.high)
+
+
+def outcome_marks(
+    predictions: Sequence[dict], run_keys: dict[str, str], model_specs: dict[str, str]
+) -> tuple[dict[str, list[str]], dict[tuple[str, str, str], str]]:
+    """Per-image outcomes of ``predictions.csv`` rows, compact enough for a JSON cache.
+
+    Returns:
+        The images of every run key, in order, and per (run key, model, defense spec) one
+        character per image of that order: ``1`` success, ``0`` failure, ``-`` not counted
+        (the model misclassifies the defended clean image).
+    """
+    order: dict[str, dict[str, int]] = {}
+    marks: dict[tuple[str, str, str], dict[int, str]] = {}
+    for p in predictions:
+        run = run_keys[p["run"]]
+        images = order.setdefault(run, {})
+        index = images.setdefault(p["image"], len(images))
+        mark = str(int(p["success"])) if p["clean_correct"] else "-"
+        marks.setdefault((run, model_specs[p["model"]], p["defense"]), {})[index] = mark
+    strings = {
+        key: "".join(m.get(i, "-") for i in range(len(order[key[0]]))) for key, m in marks.items()
+    }
+    return {run: list(images) for run, images in order.items()}, strings
+
+
+def marked_outcomes(images: Sequence[str], marks: str) -> dict[str, bool]:
+    """The success of every counted image, from the marks of :func:`outcome_marks`."""
+    return {image: m == "1" for image, m in zip(images, marks, strict=True) if m != "-"}
+
+
+def compare(ours: Measure, base: Measure, higher_is_better: bool) -> tuple[str, str]:
+    """``(verdict, test)``: does ``ours`` win, lose or tie against ``base``, and how it was decided.
+
+    Success rates pair the images both runs count: the exact McNemar test on the discordant
+    images decides (p < :data:`ALPHA`), so a gap that a few images explain is a tie. Detection
+    accuracies pair no images across runs; there the verdict is a tie while their 95% split
+    intervals overlap.
+    """
+    if math.isnan(ours.value) or math.isnan(base.value):
+        return "n/a", ""
+    if ours.outcomes is not None and base.outcomes is not None:
+        common = sorted(ours.outcomes.keys() & base.outcomes.keys())
+        b, c = discordant([ours.outcomes[k] for k in common], [base.outcomes[k] for k in common])
+        p = mcnemar_exact(b, c)
+        shown = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+        test = f"McNemar {shown}, {b} vs {c} discordant of {len(common)} images"
+        tie, better = p >= ALPHA, (b > c) == higher_is_better
+    else:
+        if any(math.isnan(v) for v in (ours.low, ours.high, base.low, base.high)):
+            return "n/a", "no interval (one split)"
+        tie = ours.low <= base.high and base.low <= ours.high
+        test = "95% split intervals " + ("overlap" if tie else "apart")
+        better = (ours.value > base.value) == higher_is_better
+    if tie:
+        return "tie", test
+    return ("wins" if better else "loses"), test
+
+
 @dataclass
 class Finding:
     """One line of the summary: does the superpixel method still win at matched norm?
@@ -113,34 +231,35 @@ class Finding:
     Attributes:
         measurement: What is compared (e.g. "JPEG q = 55, delta = 4").
         higher_is_better: Success rates: higher wins for the attack; detection: lower wins.
-        paper: (superpixel method, baseline) values under the paper protocol, percent.
-        matched: (superpixel method, baseline with ``--budget exact``) values, percent.
+        paper: (superpixel method, baseline) under the paper protocol.
+        matched: (superpixel method, baseline with ``--budget exact``).
         delta_eff: (superpixel method, baseline paper, baseline matched) mean delta_eff.
     """
 
     measurement: str
     higher_is_better: bool
-    paper: tuple[float, float]
-    matched: tuple[float, float] | None
+    paper: tuple[Measure, Measure]
+    matched: tuple[Measure, Measure] | None
     delta_eff: tuple[float, float, float | None]
 
-    @staticmethod
-    def _verdict(ours: float, base: float, higher: bool) -> str:
-        if any(math.isnan(v) for v in (ours, base)):
-            return "n/a"
-        diff = (ours - base) if higher else (base - ours)
-        if abs(diff) < 1.0:
-            return "tie"
-        return "wins" if diff > 0 else "loses"
+    @property
+    def paper_comparison(self) -> tuple[str, str]:
+        """:func:`compare` under the paper protocol."""
+        return compare(*self.paper, self.higher_is_better)
+
+    @property
+    def matched_comparison(self) -> tuple[str, str]:
+        """:func:`compare` at matched norm (``n/a`` when not measured)."""
+        if self.matched is None:
+            return "n/a", ""
+        return compare(*self.matched, self.higher_is_better)
 
     @property
     def verdict_paper(self) -> str:
-        """``wins``, ``loses`` or ``tie`` (within 1 point) under the paper protocol."""
-        return self._verdict(*self.paper, self.higher_is_better)
+        """``wins``, ``loses`` or ``tie`` (:func:`compare`) under the paper protocol."""
+        return self.paper_comparison[0]
 
     @property
     def verdict_matched(self) -> str:
         """The same at matched norm (``n/a`` when not measured)."""
-        if self.matched is None:
-            return "n/a"
-        return self._verdict(*self.matched, self.higher_is_better)
+        return self.matched_comparison[0]

@@ -15,8 +15,11 @@ A run folder holds::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from sai_attack.runtime import RunError
 
 IMAGES, CLEAN, TEMPLATES, PARTS = "images", "clean", "templates", ".parts"
 
@@ -39,31 +42,75 @@ def inside(folder: Path, relative: str | os.PathLike) -> Path | None:
     return path if target == root or root in target.parents else None
 
 
+def _overlap(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root``, lies inside it or contains it (both resolved)."""
+    return path == root or root in path.parents or path in root.parents
+
+
+def check_output_folder(
+    out: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    what: str = "input folder",
+    writes: Sequence[str] | None = None,
+) -> None:
+    """Refuse an output folder whose files could overwrite or mix with an input folder.
+
+    Every input folder is read as a whole tree (a run folder's ``images/``, ``clean/``, ...), so
+    an output folder that is an input folder or lies inside one is refused, and so is one that
+    contains an input folder, unless ``writes`` (every path written, relative to ``out``) shows
+    that no written path is, contains or lies inside it. Paths are compared with symlinks
+    resolved; inputs that do not exist are left to their reader to report.
+
+    Args:
+        out: The output folder.
+        inputs: The folders read.
+        what: What the inputs are, for the message (``run folder``, ``data folder``).
+        writes: The paths written under ``out``; None: anything under it.
+
+    Raises:
+        RunError: The output folder overlaps an input folder.
+    """
+    target = Path(out).resolve()
+    for folder in inputs:
+        if not Path(folder).exists():
+            continue
+        root = Path(folder).resolve()
+        if target == root or root in target.parents:
+            relation = "is" if target == root else "lies inside"
+        elif target in root.parents and (
+            writes is None or any(_overlap((target / w).resolve(), root) for w in writes)
+        ):
+            relation = "contains"
+        else:
+            continue
+        raise RunError(
+            f"output folder {str(out)!r} {relation} the {what} {str(folder)!r}, so its files "
+            f"could overwrite or mix with the inputs; choose a folder outside it"
+        )
+
+
+class _File:
+    """A file of the run folder, as an attribute of :class:`RunLayout`."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.__doc__ = name, doc
+
+    def __get__(self, layout: RunLayout | None, owner: type) -> Path:
+        if layout is None:
+            return self  # type: ignore[return-value]
+        return layout.folder / self.name
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """The paths of one run folder."""
 
     folder: Path
 
-    @property
-    def results(self) -> Path:
-        """``results.csv``."""
-        return self.folder / "results.csv"
-
-    @property
-    def summary(self) -> Path:
-        """``summary.json``."""
-        return self.folder / "summary.json"
-
-    @property
-    def record(self) -> Path:
-        """``run.json``."""
-        return self.folder / "run.json"
-
-    @property
-    def lock(self) -> Path:
-        """The lock file."""
-        return self.folder / ".lock"
+    results = _File("results.csv", "One row per input image.")
+    summary = _File("summary.json", "What the finished run did.")
+    record = _File("run.json", "The run's parameters, written first.")
+    lock = _File(".lock", "The writer's lock file.")
 
     def part(self, rank: int) -> Path:
         """The rows of rank ``rank`` of a distributed run."""

@@ -58,6 +58,12 @@ class RunItem:
         clean_pred: The attacked model's clean prediction.
         target: The target class of targeted runs.
         delta_eff: ``||r||_2 / sqrt(N)`` of the saved image, in 0-255 units.
+        adv_pred: The attacked model's prediction on the saved adversarial image.
+        superpixels: The number of superpixels of the template (superpixel methods).
+        mask_fraction: The share of pixels the perturbation may change.
+        ssim: SSIM of the saved pair (:func:`sai_attack.metrics.ssim`), None in older folders.
+        ciede2000: Mean CIEDE2000 colour difference of the saved pair, None in older folders.
+        ciede2000_p95: Its 95th percentile over the pixels, None in older folders.
     """
 
     image: str
@@ -68,6 +74,12 @@ class RunItem:
     clean_pred: int | None
     target: int | None
     delta_eff: float | None
+    adv_pred: int | None = None
+    superpixels: int | None = None
+    mask_fraction: float | None = None
+    ssim: float | None = None
+    ciede2000: float | None = None
+    ciede2000_p95: float | None = None
 
     @property
     def reference(self) -> int:
@@ -92,6 +104,7 @@ class Run:
         skipped: Rows whose status is not ``ok``.
         missing: Images left out, with the reason, as ``"name: reason"``.
         duplicates: Rows left out because an earlier row is for the same image.
+        statuses: The status of every input (``ok`` or ``skipped: <reason>``), in row order.
     """
 
     path: Path
@@ -101,6 +114,7 @@ class Run:
     skipped: int = 0
     missing: list[str] = field(default_factory=list)
     duplicates: int = 0
+    statuses: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -183,6 +197,12 @@ def _item(folder: Path, row: dict[str, str], targeted: bool) -> RunItem | str:
         clean_pred=clean_pred,
         target=target,
         delta_eff=_float_or_none(row.get("delta_eff")),
+        adv_pred=_int_or_none(row.get("adv_pred")),
+        superpixels=_int_or_none(row.get("superpixels")),
+        mask_fraction=_float_or_none(row.get("mask_fraction")),
+        ssim=_float_or_none(row.get("ssim")),
+        ciede2000=_float_or_none(row.get("ciede2000")),
+        ciede2000_p95=_float_or_none(row.get("ciede2000_p95")),
     )
 
 
@@ -219,6 +239,7 @@ def read_run(
             run.duplicates += 1
             continue
         seen.add(row["image"])
+        run.statuses[row["image"]] = row["status"]
         if row.get("status") != STATUS_OK:
             run.skipped += 1
             continue

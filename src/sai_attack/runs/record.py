@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def read_json(path: Path) -> dict:
         return {}
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
         logger.warning("cannot read %s: %s", path, exc)
         return {}
     if not isinstance(value, dict):
@@ -93,7 +94,45 @@ class RunRecord:
         value = self.parameters.get(name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            return None
+
+
+def _has_type(value: Any, kind: type) -> bool:
+    """Whether a JSON value is of an option's type (bools are not numbers)."""
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind in (int, float):
+        if isinstance(value, int):  # JSON integers may exceed any float
+            return kind is int or abs(value) <= sys.float_info.max
+        return isinstance(value, float) and (kind is float or value.is_integer())
+    return isinstance(value, kind)
+
+
+def _typed(parameters: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``parameters`` without the values that do not have their option's type (logged).
+
+    A tampered record may hold any JSON value anywhere; readers can then trust that a recorded
+    option is None or of its type (ranges and names are not checked: older versions had others).
+    """
+    kept: dict[str, Any] = {}
+    for name, value in parameters.items():
+        option = options.OPTIONS.get(name)
+        if option is None or value is None or _has_type(value, option.type):
+            kept[name] = value
+        else:
+            logger.warning(
+                "%s: ignoring recorded %s = %.60r (not of type %s)",
+                folder, name, value, option.type.__name__,
+            )  # fmt: skip
+    return kept
+
+
+def _text(*values: Any) -> str:
+    """The first non-empty string among ``values``, else ``""``."""
+    return next((v for v in values if isinstance(v, str) and v), "")
 
 
 def read_record(folder: Path) -> RunRecord:
@@ -101,13 +140,12 @@ def read_record(folder: Path) -> RunRecord:
     layout = RunLayout(folder)
     summary = read_json(layout.summary)
     run = read_json(layout.record)
-    parameters = {**normalize_parameters(run), **normalize_parameters(summary)}
-    method = summary.get("method") or run.get("method") or parameters.get("method") or ""
-    model = summary.get("model") or run.get("model") or parameters.get("model") or ""
+    parameters = _typed({**normalize_parameters(run), **normalize_parameters(summary)}, folder)
+    schema = summary.get("schema", run.get("schema", 1))
     return RunRecord(
-        method=str(method),
-        model=str(model),
+        method=_text(summary.get("method"), run.get("method"), parameters.get("method")),
+        model=_text(summary.get("model"), run.get("model"), parameters.get("model")),
         parameters=parameters,
         summary=summary,
-        schema=int(summary.get("schema", run.get("schema", 1)) or 1),
+        schema=schema if isinstance(schema, int) and not isinstance(schema, bool) else 1,
     )

@@ -21,7 +21,13 @@ from sai_attack import data
 from sai_attack.runs.layout import RunLayout
 from sai_attack.runs.lock import RunLock
 from sai_attack.runs.record import SCHEMA_VERSION, read_json
-from sai_attack.runs.results import STATUS_OK, append_rows, read_results, write_results
+from sai_attack.runs.results import (
+    STATUS_OK,
+    append_rows,
+    is_torn,
+    read_results,
+    write_results,
+)
 from sai_attack.runtime import RunError
 
 logger = logging.getLogger(__name__)
@@ -90,6 +96,9 @@ class RunWriter:
             for tmp in self.layout.temporary_files():  # the lock says nobody writes them
                 tmp.unlink(missing_ok=True)
             self._check_resume({"schema": SCHEMA_VERSION, **record})
+            if is_torn(self.layout.results):  # a write cut short: keep the complete rows
+                logger.warning("%s ends in a torn row; it is dropped", self.layout.results)
+                write_results(self.layout.results, read_results(self.layout.results))
             self.merge_parts(order)
             self._drop_retried_rows()
         except OSError as exc:
@@ -125,9 +134,10 @@ class RunWriter:
             and self.layout.clean(Path(row["output"]).stem).is_file()
         )
 
-    def done(self) -> set[str]:
-        """The ``image`` names that are finished."""
-        return {r["image"] for r in read_results(self.layout.results) if self.is_done(r)}
+    def done(self) -> dict[str, str]:
+        """The finished images: ``image`` name -> the SHA-256 of the input it was made from."""
+        rows = read_results(self.layout.results)
+        return {r["image"]: r.get("sha256") or "" for r in rows if self.is_done(r)}
 
     def ok_rows(self) -> list[dict[str, str]]:
         """The rows with status ok."""
@@ -153,6 +163,11 @@ class RunWriter:
             write_results(self.layout.results, ordered)
         for part in parts:
             part.unlink()
+
+    def forget(self, images: set[str]) -> None:
+        """Drop the rows of ``images`` (they will be attacked again)."""
+        rows = read_results(self.layout.results)
+        write_results(self.layout.results, [r for r in rows if r["image"] not in images])
 
     def _drop_retried_rows(self) -> None:
         """Earlier skipped rows, and rows whose images are gone, are retried: drop them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from sai_attack.models.deployed.onnx import ONNXModel
 from sai_attack.models.deployed.tflite import TFLiteModel
 from sai_attack.models.zoo import MODEL_PREFIXES, MODELS, load_model
+from sai_attack.options import OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -49,27 +51,47 @@ def split_target_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def _parse_offset(value: str | int, spec: str) -> int | str:
-    if isinstance(value, int) or value == "auto":
+    if value == "auto":
         return value
     try:
-        return int(value)
+        offset = int(value)
     except ValueError:
+        offset = -1
+    if offset < 0:  # its upper bound is the model's output count, checked when it is read
         raise ValueError(
-            f"label-offset of target {spec!r} must be 'auto' or an integer, got {value!r}"
-        ) from None
+            f"label-offset of target {spec!r} must be 'auto' or an integer >= 0, got {value!r}"
+        )
+    return offset
 
 
 def _parse_floats(value: str, key: str, spec: str) -> list[float]:
     try:
         values = [float(v) for v in value.split("/")]
     except ValueError:
+        values = []
+    if not all(math.isfinite(v) for v in values) or not values:
         raise ValueError(
-            f"{key} of target {spec!r} must be a number or three numbers separated by '/', "
+            f"{key} of target {spec!r} must be a finite number or three separated by '/', "
             f"got {value!r}"
-        ) from None
+        )
     if len(values) not in (1, 3):
         raise ValueError(f"{key} of target {spec!r} must be one number or three, got {value!r}")
     return values
+
+
+def _parse_size(value: str, spec: str) -> int:
+    """The ``size`` option: an integer within the bounds of ``image_size`` (8..4096)."""
+    low, high = int(OPTIONS["image_size"].low), int(OPTIONS["image_size"].high)
+    try:
+        size = int(value)
+    except ValueError:
+        size = None
+    if size is None or not low <= size <= high:
+        # Bounded like every image size: a huge one would allocate its input tensor.
+        raise ValueError(
+            f"size of target {spec!r} must be an integer in {low}..{high}, got {value!r}"
+        )
+    return size
 
 
 def load_target(
@@ -126,12 +148,7 @@ def load_target(
                     f"option size of target {spec!r} applies to onnx: targets only (TFLite files "
                     "fix their input size)"
                 )
-            try:
-                kwargs["size"] = int(options["size"])
-            except ValueError:
-                raise ValueError(
-                    f"size of target {spec!r} must be an integer, got {options['size']!r}"
-                ) from None
+            kwargs["size"] = _parse_size(options["size"], spec)
         model = TFLiteModel(path, **kwargs) if kind == "tflite" else ONNXModel(path, **kwargs)
         logger.info(
             "loaded %s: input %s %s, label offset %d",
