@@ -67,3 +67,31 @@ def test_bench_reports_every_method_with_stages(tmp_path, nips17, capsys):
     assert report["peak_rss_mb"] > 100
     ref = report["reference"]
     assert ref is None or ref["ifgm_over_pgdl2"] > 0
+
+
+def test_reference_batches_never_open_names_outside_the_folder(tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from sai_attack import bench, data
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(folder / "good.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "outside.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "labels.csv").write_text("image,label\ngood.png,1\n../outside.png,2\nbroken.png,3\n")
+    opened = []
+    real = data.load_image
+
+    def recording(path):
+        opened.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(data, "load_image", recording)
+    names = data.discover_inputs(folder).names
+    assert "../outside.png" in names  # listed with its problem, so it must be filtered
+    batches = bench._load_batches(folder, names, 8, 4, torch.device("cpu"))
+    assert [b.shape[0] for b in batches] == [1]
+    assert not any("outside" in p for p in opened)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sai_attack import data
+from sai_attack import data, options
 from sai_attack.attention import attention_map
 from sai_attack.models import ImageClassifier
 from sai_attack.pipeline.loading import batches
@@ -66,8 +66,8 @@ def foreground_background_split(
     run_dir: str | os.PathLike,
     model: ImageClassifier,
     images: set[str] | None = None,
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
+    batch_size: int = options.default("batch_size"),
+    device: str | torch.device = options.default("device"),
 ) -> SplitResult:
     """Split a run's perturbations into foreground and background halves and test each.
 

@@ -153,7 +153,17 @@ def _load_batches(
     folder: Path, names: list[str], size: int, batch: int, device: torch.device
 ) -> list[torch.Tensor]:
     inputs = data.discover_inputs(folder)
-    images = [data.resize_center_crop(data.load_image(inputs.root / n), size) for n in names]
+    problems = inputs.labels.problems if inputs.labels else {}
+    images = []
+    for name in names:
+        # Names from a labels file are opened only when they are plain names inside the folder.
+        if name in problems or not data.is_plain_name(name):
+            logger.warning("skipped %r: %s", name, problems.get(name, "not a plain file name"))
+            continue
+        try:
+            images.append(data.resize_center_crop(data.load_image(inputs.root / name), size))
+        except data.ImageLoadError as exc:
+            logger.warning("skipped %r: %s", name, exc)
     return [data.to_tensor(images[i : i + batch]).to(device) for i in range(0, len(images), batch)]
 
 

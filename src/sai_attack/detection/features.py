@@ -45,6 +45,7 @@ from sai_attack.detection.feature_sets import (
     srm_features,
     srmq1_features,
 )
+from sai_attack.runtime import die_with_parent
 
 __all__ = [
     "CACHE_ENV",
@@ -259,7 +260,9 @@ class FeatureExtractor:
         if self.workers > 1 and len(misses) >= _MIN_PARALLEL[self.settings.features]:
             if self._pool is None:
                 ctx = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=ctx, initializer=die_with_parent
+                )
             chunk = max(1, min(16, len(misses) // (4 * self.workers)))
             computed = self._pool.map(_worker_task, [t for _, t in misses], chunksize=chunk)
         else:

@@ -43,6 +43,7 @@ from sai_attack.detection.protocol import (
 )
 from sai_attack.options import Option
 from sai_attack.runs import Run
+from sai_attack.runtime import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +325,9 @@ def run_detection(
         if options.workers > 1 and options.splits > 1 and options.classifier == "fld":
             # FLD training dominates (seconds per split); the splits are independent.
             ctx = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(min(options.workers, options.splits), mp_context=ctx)
+            pool = ProcessPoolExecutor(
+                min(options.workers, options.splits), mp_context=ctx, initializer=die_with_parent
+            )
             stack.callback(pool.shutdown)
         for settings in options.feature_settings:
             results, cells = _detect_one_set(usable, settings, options, pool, save_dir, cross)

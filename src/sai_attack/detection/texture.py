@@ -279,8 +279,8 @@ def analyze_run(
     model: ImageClassifier | None = None,
     phi: float | None = None,
     foreground: str = "attention",
-    device: str = "cpu",
-    batch_size: int = 16,
+    device: str = options.default("device"),
+    batch_size: int = options.default("batch_size"),
     limit: int | None = None,
 ) -> TextureReport:
     """HILL texture and perturbation split between the attention foreground and the background.

@@ -30,7 +30,7 @@ from sai_attack.pipeline.loading import batches
 from sai_attack.report import none_if_nan
 from sai_attack.runs import Run, RunItem, read_runs
 from sai_attack.runs.layout import check_output_folder
-from sai_attack.runtime import image_seed, resolve_device
+from sai_attack.runtime import die_with_parent, image_seed, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +134,9 @@ def _pair_batches(
     # in one batch is not worth starting processes for.
     workers = workers if len(indices) > batch_size else 0
     prefetch = max(2, math.ceil(2 * batch_size / workers)) if workers else None
-    dataset = _PairDataset(run.items, indices)
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=prefetch)
+    init = die_with_parent if workers else None  # workers die with the main process
+    loader = DataLoader(_PairDataset(run.items, indices), None, num_workers=workers,
+                        prefetch_factor=prefetch, worker_init_fn=init)  # fmt: skip
     return batches(loader, batch_size)
 
 
@@ -187,8 +188,8 @@ def evaluate(
     runs: Sequence[Run],
     targets: Sequence[Target],
     defenses: Sequence[Defense | str],
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
+    batch_size: int = options.default("batch_size"),
+    device: str | torch.device = options.default("device"),
     workers: int = 0,
     seed: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
@@ -350,8 +351,8 @@ def evaluate_folders(
     models: Sequence[str] | Mapping[str, nn.Module] | None = None,
     defenses: Sequence[str | Defense] = (),
     label_offset: int | str = "auto",
-    batch_size: int = 16,
-    device: str = "cpu",
+    batch_size: int = options.default("batch_size"),
+    device: str = options.default("device"),
     workers: int = 0,
     seed: int = 0,
     on_batch: Callable[[int, int], None] | None = None,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sai_attack import options
 from sai_attack.evaluation.protocol import EvaluationError
 from sai_attack.models import load_target, split_target_spec
 from sai_attack.runs import Run
@@ -47,7 +48,7 @@ class Target:
 def load_targets(
     specs: Sequence[str] | None,
     runs: Sequence[Run],
-    device: str | torch.device = "cpu",
+    device: str | torch.device = options.default("device"),
     label_offset: int | str = "auto",
 ) -> list[Target]:
     """Load the models to evaluate on, each once.
