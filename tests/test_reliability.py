@@ -193,3 +193,60 @@ def test_kill_9_at_several_points_then_resume_is_identical(tmp_path, small_input
             assert (out / rel).read_bytes() == (reference / rel).read_bytes()
         assert not list(out.rglob("*.tmp"))
         assert not (out / ".lock").exists()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(") ", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_cleanly_like_ctrl_c_and_resume_completes(tmp_path, small_input):
+    out = tmp_path / "out"
+    args = ["attack", str(small_input), "--out", str(out), "--iters", "2", "--batch-size", "2",
+            "--workers", "1"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "sai_attack", *args], stderr=subprocess.PIPE,
+                            text=True, env=_ENV)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while _count_rows(out / "results.csv") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143
+    assert "terminated; re-run the same command to resume" in err
+    assert "Traceback" not in err
+    time.sleep(2)
+    assert not [p for p in workers if os.path.exists(f"/proc/{p}")]
+    assert not (out / ".lock").exists()
+    assert _finish(args).returncode == 0
+    assert _count_rows(out / "results.csv") == 6
+
+
+def test_repeated_rows_of_one_image_count_once(tmp_path):
+    from sai_attack.runs import RESULT_COLUMNS, read_run, write_results
+
+    for sub in ("images", "clean"):
+        (tmp_path / sub).mkdir()
+        for name in ("a", "b"):
+            data.save_png(
+                tmp_path / sub / f"{name}.png", __import__("numpy").zeros((4, 4, 3), "uint8")
+            )
+    row = dict.fromkeys(RESULT_COLUMNS, "")
+    rows = [{**row, "image": f"{n}.png", "output": f"images/{n}.png", "label": "1",
+             "clean_pred": "1", "adv_pred": "2", "success": "1", "status": "ok"}
+            for n in ("a", "b", "a", "a", "b")]  # fmt: skip
+    write_results(tmp_path / "results.csv", rows)
+    run = read_run(tmp_path)
+    assert [it.image for it in run.items] == ["a.png", "b.png"]
+    assert run.duplicates == 3
