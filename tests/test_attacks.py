@@ -7,7 +7,14 @@ import torch
 from conftest import make_tiny_model, textured_images
 from sai_attack import superpixels as sp
 from sai_attack.attacks import ATTACKS, FGM, IFGM, MIFGM, MSAIFGM, SAFGM, SAIFGM, delta_eff, epsilon
-from sai_attack.attacks.base import l2_norm, margin_loss, project_l2, scale_l2
+from sai_attack.attacks.base import (
+    l2_norm,
+    margin_loss,
+    project_l2,
+    project_linf,
+    scale_l2,
+    scale_linf,
+)
 
 SUPERPIXEL_ATTACKS = [SAFGM, SAIFGM, MSAIFGM]
 PIXEL_ATTACKS = [FGM, IFGM, MIFGM]
@@ -272,3 +279,111 @@ def test_describe_and_repr(tiny_model):
     assert d["momentum"] == 0.5
     assert d["budget"] == "exact"
     assert "delta=3.0" in repr(atk)
+
+
+# --------------------------------------------------------------------------------------------
+# L-infinity (norm="linf"): budget delta/255, sign steps, the box
+# --------------------------------------------------------------------------------------------
+
+
+def test_linf_epsilon_and_helpers():
+    assert epsilon(8, (3, 224, 224), "linf") == pytest.approx(8 / 255)
+    assert epsilon(8, (3, 224, 224), "l2") == epsilon(8, (3, 224, 224))
+    r = torch.tensor([[-0.5, 0.0, 0.01, 0.2]])
+    torch.testing.assert_close(scale_linf(r, 0.1), torch.tensor([[-0.1, 0.0, 0.1, 0.1]]))
+    torch.testing.assert_close(project_linf(r, 0.1), torch.tensor([[-0.1, 0.0, 0.01, 0.1]]))
+    grad_in = r.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((scale_linf(grad_in, 0.1) * 3).sum(), grad_in)
+    torch.testing.assert_close(grad, torch.full_like(r, 3.0))  # straight through
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+@pytest.mark.parametrize("budget", ["within", "exact"])
+def test_linf_stays_in_the_box(name, budget, tiny_model):
+    x = torch.rand(3, 3, 24, 24)  # pixels at the edges too: clipping to [0, 1] only shrinks r
+    y = _labels_for(tiny_model, x)
+    res = ATTACKS[name](tiny_model, delta=8, steps=5, budget=budget, norm="linf").run(x, y)
+    assert res.eps == pytest.approx(8 / 255)
+    assert float((res.adv - x).abs().max()) <= res.eps + 1e-6
+    assert float(res.adv.min()) >= 0
+    assert float(res.adv.max()) <= 1
+    assert float((res.adv - x).abs().max()) > 0.5 * res.eps  # it did move
+
+
+@pytest.mark.parametrize("cls", SUPERPIXEL_ATTACKS)
+@pytest.mark.parametrize("budget", ["within", "exact"])
+def test_linf_superpixel_constant_and_masked(cls, budget, tiny_model):
+    x = textured_images(3, 32)  # in [0.2, 0.8]: nothing is clipped at delta 8
+    y = _labels_for(tiny_model, x)
+    atk = cls(tiny_model, delta=8, steps=4, superpixel_size=4, phi=0.4, budget=budget, norm="linf")
+    res = atk.run(x, y)
+    r, mask = res.perturbation, res.mask
+    assert 0 < float(mask.mean()) < 1
+    assert torch.all(r[mask.expand_as(r) == 0] == 0)
+    assert _constant_per_superpixel(r, res.superpixels)
+    assert float(r.abs().max()) <= res.eps + 1e-6
+
+
+@pytest.mark.parametrize("cls", SUPERPIXEL_ATTACKS)
+def test_linf_exact_puts_perturbed_superpixels_at_eps(cls, tiny_model):
+    x = textured_images(2, 32)
+    y = _labels_for(tiny_model, x)
+    atk = cls(tiny_model, delta=8, steps=4, norm="linf")
+    assert atk.budget == "exact"
+    res = atk.run(x, y)
+    inside = res.perturbation[res.mask.expand_as(res.perturbation) > 0]
+    torch.testing.assert_close(inside.abs(), torch.full_like(inside, res.eps), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", PIXEL_ATTACKS)
+def test_linf_pixel_exact_budget(cls, tiny_model):
+    x = textured_images(2, 24)
+    y = _labels_for(tiny_model, x)
+    res = cls(tiny_model, delta=4, steps=3, budget="exact", norm="linf").run(x, y)
+    moved = res.perturbation[res.perturbation != 0]
+    assert moved.numel() > 0.9 * res.perturbation.numel()
+    torch.testing.assert_close(moved.abs(), torch.full_like(moved, res.eps), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_linf_batch_equals_single_runs_and_inputs_untouched(name, tiny_model):
+    x = textured_images(4, 32, seed=3)
+    y = _labels_for(tiny_model, x)
+    x_copy, y_copy = x.clone(), y.clone()
+    atk = ATTACKS[name](tiny_model, delta=8, steps=4, seed=11, norm="linf")
+    batch = atk(x, y)
+    singles = torch.cat([atk(x[i : i + 1], y[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(batch, singles, atol=1e-5, rtol=0)
+    assert torch.equal(x, x_copy)
+    assert torch.equal(y, y_copy)
+    assert all(p.grad is None for p in tiny_model.parameters())
+    assert atk.describe()["norm"] == "linf"
+
+
+def test_fgsm_known_answer_on_a_linear_model():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    x = torch.rand(4, 3, 8, 8)
+    y = _labels_for(model, x)
+    adv = FGM(model, delta=8, loss="cw", norm="linf")(x, y)
+    # The margin loss max_{j != y} z_j - z_y of a linear model has gradient w_j* - w_y.
+    with torch.no_grad():
+        logits = model(x)
+    runner_up = logits.scatter(1, y.view(-1, 1), float("-inf")).argmax(1)
+    w = model[1].weight
+    grad = (w[runner_up] - w[y]).view_as(x)
+    expected = (x + 8 / 255 * grad.sign()).clamp(0, 1)
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-7)
+
+
+def test_linf_momentum_zero_mifgm_equals_ifgm(tiny_model):
+    x = textured_images(2, 32)
+    y = _labels_for(tiny_model, x)
+    a = MIFGM(tiny_model, delta=8, steps=3, momentum=0.0, norm="linf")(x, y)
+    b = IFGM(tiny_model, delta=8, steps=3, norm="linf")(x, y)
+    torch.testing.assert_close(a, b)
+
+
+def test_norm_is_checked(tiny_model):
+    with pytest.raises(ValueError, match="norm 'l1' is unknown"):
+        IFGM(tiny_model, norm="l1")

@@ -18,6 +18,7 @@ from skimage.metrics import structural_similarity
 
 from conftest import make_tiny_model, textured_images
 from sai_attack import data
+from sai_attack.attacks import IFGM
 from sai_attack.attention import cam_from_features, grad_cam
 from sai_attack.metrics import ciede2000, ssim
 from sai_attack.models import ImageClassifier
@@ -297,3 +298,44 @@ def test_metrics_and_clean_accuracy_on_real_images(tmp_path, nips17, lite0, capl
     (warning,) = _clean_accuracy_warnings(caplog)
     assert "model lite0-255: clean accuracy on the first 8 labelled images is 0% (0/8)" in warning
     assert "input normalisation: with [-1, 1] input (mean 0.5, std 0.5) the network gets" in warning
+
+
+@pytest.mark.parametrize("method", ["ifgm", "m-sai-fgm"])
+def test_linf_run_keeps_every_png_within_delta_levels(folder, tmp_path, method):
+    cfg = AttackConfig(method=method, model="tiny", delta=8, steps=3, image_size=32, norm="linf")
+    opts = RunOptions(workers=0, batch_size=2, progress=False)
+    AttackRun(folder, tmp_path / "out", cfg, opts, model=make_tiny_model()).run()
+    run = read_run(tmp_path / "out")
+    assert len(run.items) == 5
+    for item in run.items:
+        adv = data.load_image(item.adversarial).astype(np.int16)
+        clean = data.load_image(item.clean).astype(np.int16)
+        assert np.abs(adv - clean).max() <= 8
+        assert np.abs(adv - clean).max() >= 7  # the sign steps used the budget
+    rows = read_results(tmp_path / "out" / "results.csv")
+    assert all(float(row["linf"]) <= 8 for row in rows)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["parameters"]["norm"] == "linf"
+    assert summary["protocol"]["norm"] == "linf"
+    assert "L-infinity" in summary["protocol"]["epsilon"]
+    assert "L-infinity" in summary["protocol"]["budget_text"]
+
+
+def test_linf_budget_check_uses_the_largest_change(folder, tmp_path, monkeypatch):
+    real = IFGM._run
+
+    def one_pixel(self, images, *args):
+        result = real(self, images, *args)
+        result.adv = images.clone()
+        result.adv[:, 0, 0, 0] += 0.1  # 25 levels at one value: small delta_eff, large linf
+        return result
+
+    monkeypatch.setattr(IFGM, "_run", one_pixel)
+    status = {}
+    for norm in ("l2", "linf"):
+        cfg = AttackConfig(method="ifgm", model="tiny", delta=8, steps=1, image_size=32, norm=norm)
+        opts = RunOptions(workers=0, batch_size=2, progress=False)
+        AttackRun(folder, tmp_path / norm, cfg, opts, model=make_tiny_model()).run()
+        status[norm] = {r["status"][:46] for r in read_results(tmp_path / norm / "results.csv")}
+    assert status["l2"] == {"ok"}
+    assert status["linf"] == {"skipped: the saved perturbation breaks the bud"}

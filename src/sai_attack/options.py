@@ -151,10 +151,17 @@ OPTIONS: dict[str, Option] = _table(
     Option("steps", int, 10, "iterations T; step alpha = eps/T (fgm and sa-fgm always take 1)",
            low=1, high=100_000, flag="--iters", metavar="T"),
     Option("loss", str, "ce", "ce: cross-entropy; cw: logit margin", choices=True),
-    Option("budget", str, None, "within: project into the L2 ball, ||r|| <= eps; exact: rescale "
-           "to ||r|| = eps. Not set: the paper's protocol, within for fgm/ifgm/mifgm, exact for "
-           "the superpixel methods", nullable=True, choices=True),
+    Option("budget", str, None, "within: project into the ball, ||r|| <= eps; exact: rescale "
+           "to ||r|| = eps (linf: every perturbed value at +-eps). Not set: the paper's "
+           "protocol, within for fgm/ifgm/mifgm, exact for the superpixel methods",
+           nullable=True, choices=True),
+    Option("norm", str, "l2", "threat model: l2 (the paper; budget delta*sqrt(N)) or linf "
+           "(budget delta per pixel, sign steps of delta/T, e.g. delta 8 = 8/255)",
+           choices=True),
     Option("targeted", bool, False, "targeted attack towards the 'target' column of labels.csv"),
+    Option("target_mode", str, "labels", "where targeted attacks get their targets: labels "
+           "(the 'target' column of labels.csv), random (a seeded class other than the true "
+           "one), least-likely (the lowest clean logit)", choices=True),
     Option("attack_prediction", bool, False,
            "attack the model's clean prediction instead of the label"),
     Option("momentum", float, 1.0, "momentum decay mu for mifgm and m-sai-fgm", low=0.0),

@@ -1,7 +1,9 @@
 """What every attack shares: budget, losses, norms, and the call protocol.
 
 The budget follows the paper (Sec. 4): an L2 ball of radius ``eps = delta * sqrt(N)`` in 0-255
-pixel units, ``N = C*H*W`` at the attack resolution, step ``alpha = eps / T``. Images are
+pixel units, ``N = C*H*W`` at the attack resolution, step ``alpha = eps / T``. With
+``norm="linf"`` the budget is the L-infinity box of half-width ``eps = delta`` and the steps are
+sign steps of size ``eps / T`` (the I-FGSM / MI-FGSM convention). Images are
 (B, 3, H, W) tensors in [0, 1], so internally ``eps`` is divided by 255. All norms are per sample
 and the loss is summed over the batch, so results do not depend on the batch size.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +41,13 @@ minimise ``loss(logits, target)``."""
 options.register_choices("loss", LOSSES)
 
 BUDGETS = ("within", "exact")
-"""``within``: project onto the L2 ball (||r|| <= eps). ``exact``: rescale to ||r|| = eps."""
+"""``within``: project into the ball (||r|| <= eps). ``exact``: rescale to ||r|| = eps (L2) or
+put every perturbed value at +-eps (L-infinity)."""
 options.register_choices("budget", BUDGETS)
+
+NORMS = ("l2", "linf")
+"""The threat models: ``l2`` (the paper) and ``linf``."""
+options.register_choices("norm", NORMS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,17 +87,53 @@ def scale_l2(r: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
     return l2_normalize(r) * eps
 
 
-def apply_budget(r: torch.Tensor, eps: float, budget: str) -> torch.Tensor:
-    """Apply a budget protocol (``within`` or ``exact``) to perturbations."""
+def project_linf(r: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project into the L-infinity box ``[-eps, eps]``."""
+    return r.clamp(-eps, eps)
+
+
+class _SignTimesEps(torch.autograd.Function):
+    """``eps * sign(r)`` whose backward pass is the identity (a straight-through estimator).
+
+    The sign has zero gradient almost everywhere; passing the gradient through unchanged lets
+    the ``exact`` L-infinity protocol be optimised like the L2 one, which rescales smoothly.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, r: torch.Tensor, eps: float) -> torch.Tensor:
+        return torch.sign(r) * eps
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def scale_linf(r: torch.Tensor, eps: float) -> torch.Tensor:
+    """Put every non-zero value at ``+-eps`` (zeros stay zero); gradients pass straight through."""
+    return _SignTimesEps.apply(r, eps)
+
+
+def project(r: torch.Tensor, eps: float, norm: str = "l2") -> torch.Tensor:
+    """Project each sample into the ``norm`` ball of radius ``eps``."""
+    return project_linf(r, eps) if norm == "linf" else project_l2(r, eps)
+
+
+def apply_budget(r: torch.Tensor, eps: float, budget: str, norm: str = "l2") -> torch.Tensor:
+    """Apply a budget protocol (``within`` or ``exact``) in ``norm`` to perturbations."""
     if budget == "within":
-        return project_l2(r, eps)
+        return project(r, eps, norm)
     if budget == "exact":
-        return scale_l2(r, eps)
+        return scale_linf(r, eps) if norm == "linf" else scale_l2(r, eps)
     raise ValueError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
 
 
-def epsilon(delta: float, shape: Sequence[int]) -> float:
-    """The L2 budget in [0, 1] units for per-pixel scale ``delta`` (0-255 units) and (C, H, W)."""
+def epsilon(delta: float, shape: Sequence[int], norm: str = "l2") -> float:
+    """The budget in [0, 1] units for per-pixel scale ``delta`` (0-255 units) and (C, H, W).
+
+    L2: ``delta * sqrt(N) / 255``; L-infinity: ``delta / 255``.
+    """
+    if norm == "linf":
+        return delta / 255.0
     return delta * math.sqrt(math.prod(shape)) / 255.0
 
 
@@ -111,7 +155,7 @@ class AttackResult:
     Attributes:
         adv: (B, 3, H, W) adversarial images in [0, 1] (float, not yet quantised).
         perturbation: ``adv - images``.
-        eps: The L2 budget in [0, 1] units.
+        eps: The budget in [0, 1] units (L2 radius or L-infinity half-width).
         superpixels: (B, H, W) int64 superpixel labels, for superpixel attacks.
         attention: (B, 1, H, W) attention maps in [0, 1], when attention was used.
         mask: (B, 1, H, W) binary mask m* the perturbation was cropped with, when used.
@@ -131,13 +175,15 @@ class Attack:
     Args:
         model: The white-box classifier (an :class:`ImageClassifier` or any module taking [0, 1]
             images; its train/eval state is restored after each call).
-        delta: Per-pixel perturbation scale in 0-255 units; the budget is ``delta * sqrt(N)``.
+        delta: Per-pixel perturbation scale in 0-255 units; the budget is ``delta * sqrt(N)``
+            (L2) or ``delta`` (L-infinity).
         steps: Iterations T; the step is ``alpha = eps / T``.
         loss: ``"ce"``, ``"cw"``, or a callable ``(logits, labels) -> (B,)`` per-sample loss.
         targeted: Minimise the loss towards ``targets`` instead of maximising it on ``labels``.
         budget: ``"within"`` or ``"exact"``; ``None`` takes the method's paper default.
         seed: Seed of the random initialisation (superpixel attacks), used for every sample
             unless per-sample ``seeds`` are passed to :meth:`run`.
+        norm: ``"l2"`` (the paper) or ``"linf"`` (sign steps, projection into the box).
     """
 
     name = "attack"
@@ -156,6 +202,7 @@ class Attack:
         targeted: bool = options.default("targeted"),
         budget: str | None = options.default("budget"),
         seed: int = options.default("seed"),
+        norm: str = options.default("norm"),
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -174,6 +221,7 @@ class Attack:
         self.targeted = options.check("targeted", bool(targeted))
         self.budget = budget if budget is not None else self.default_budget
         self.seed = options.check("seed", int(seed))
+        self.norm = options.check("norm", norm)
         self.autocast: torch.dtype | None = None  # mixed precision for the model's passes
         self.last: AttackResult | None = None
 
@@ -238,8 +286,8 @@ class Attack:
     # -- helpers for subclasses ----------------------------------------------------------------
 
     def eps_for(self, images: torch.Tensor) -> float:
-        """The L2 budget in [0, 1] units for this batch's (C, H, W)."""
-        return epsilon(self.delta, images.shape[1:])
+        """The budget in [0, 1] units (in ``self.norm``) for this batch's (C, H, W)."""
+        return epsilon(self.delta, images.shape[1:], self.norm)
 
     def objective(self, x_adv: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None):
         """The scalar to ascend: summed per-sample loss (negated towards targets)."""
@@ -254,11 +302,15 @@ class Attack:
         return self.loss_fn(logits, labels).sum()
 
     def direction(self, grad: torch.Tensor, state: dict) -> torch.Tensor:
-        """The unit-L2 update direction from a gradient: Eq. 4, or Eq. 5 with momentum."""
+        """The update direction from a gradient: Eq. 4, or Eq. 5 with momentum.
+
+        Unit L2 norm for ``l2``; the sign (of the momentum accumulator) for ``linf``.
+        """
+        unit = torch.sign if self.norm == "linf" else l2_normalize
         if self.momentum is None:
-            return l2_normalize(grad)
+            return unit(grad)
         state["g"] = self.momentum * state.get("g", 0.0) + l1_normalize(grad)
-        return l2_normalize(state["g"])
+        return unit(state["g"])
 
     def _run(
         self,
@@ -282,6 +334,7 @@ class Attack:
             "targeted": self.targeted,
             "budget": self.budget,
             "seed": self.seed,
+            "norm": self.norm,
         }
         if self.momentum is not None:
             described["momentum"] = self.momentum

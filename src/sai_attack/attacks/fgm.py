@@ -8,7 +8,8 @@ from sai_attack.attacks.ifgm import IFGM
 class FGM(IFGM):
     """One step of size eps along the L2-normalised gradient: ``x + eps * g / ||g||_2``.
 
-    The ``steps`` argument is ignored (always 1).
+    With ``norm="linf"`` this is FGSM: ``x + eps * sign(g)``. The ``steps`` argument is ignored
+    (always 1).
     """
 
     name = "fgm"

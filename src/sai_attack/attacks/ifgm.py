@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from sai_attack.attacks.base import Attack, AttackResult, project_l2, scale_l2
+from sai_attack.attacks.base import Attack, AttackResult, apply_budget, project
 
 
 class IFGM(Attack):
     """Iterative L2 fast gradient method, the paper's pixel-wise baseline.
 
     ``x_{i+1} = clip(x + Proj_eps(x_i - x + alpha * g / ||g||_2))`` with ``alpha = eps / T``,
-    starting from the clean image. Default budget protocol: ``within``.
+    starting from the clean image. Default budget protocol: ``within``. With ``norm="linf"``
+    (I-FGSM): ``x_{i+1} = clip(x + clamp(x_i - x + alpha * sign(g), -eps, eps))``.
 
     Example:
         >>> atk = IFGM(model, delta=4, steps=10)  # doctest: +SKIP
@@ -32,8 +33,9 @@ class IFGM(Attack):
                 (grad,) = torch.autograd.grad(self.objective(x_adv, labels, targets), x_adv)
             if mask is not None:
                 grad = grad * mask
-            r = project_l2(x_adv.detach() - images + alpha * self.direction(grad, state), eps)
+            step = alpha * self.direction(grad, state)
+            r = project(x_adv.detach() - images + step, eps, self.norm)
         if self.budget == "exact":
-            r = scale_l2(r, eps)
+            r = apply_budget(r, eps, "exact", self.norm)
         adv = (images + r).clamp(0, 1)
         return AttackResult(adv=adv, perturbation=adv - images, eps=eps, mask=mask)

@@ -29,6 +29,11 @@ class SAIFGM(Attack):
     the default) or projects into the ball (budget ``within``). The perturbation is therefore
     constant inside every superpixel and zero outside the attended foreground.
 
+    With ``norm="linf"`` the steps are sign steps ``n_{i+1} = clamp(n_i + alpha * sign(g), -eps,
+    eps)`` and ``Scale_eps`` clips into the box (``within``) or puts every perturbed superpixel
+    at ``+-eps`` (``exact``, gradients passed straight through), so the perturbation stays
+    constant per superpixel and zero outside the mask.
+
     Args:
         model: The white-box classifier.
         superpixel: Algorithm name (``slic``, ``lsc``, ``seeds``, ``grid``).
@@ -41,7 +46,8 @@ class SAIFGM(Attack):
         align_mask: Keep whole superpixels by mean attention (constant per superpixel) instead
             of cutting the mask per pixel.
         grad_mode: ``noise`` (gradient w.r.t. n, default), ``mean`` or ``max`` (ablations).
-        init_scale: L2 norm of the random initial noise n_0, in units of the step alpha.
+        init_scale: L2 norm of the random initial noise n_0 in units of the step alpha; with
+            ``norm="linf"`` n_0 is uniform in ``[-init_scale * alpha, init_scale * alpha]``.
         **kwargs: ``delta``, ``steps``, ``loss``, ``targeted``, ``budget``, ``seed`` as in
             :class:`~sai_attack.attacks.base.Attack`.
 
@@ -88,6 +94,10 @@ class SAIFGM(Attack):
         n0 = torch.zeros(len(counts), 3, max(counts), dtype=torch.float64)
         for i, (k, seed) in enumerate(zip(counts, seeds, strict=True)):
             g = torch.Generator().manual_seed(seed)
+            if self.norm == "linf":  # PGD's random start; never exactly +-alpha, so one sign
+                u = torch.rand(3, k, generator=g, dtype=torch.float64)  # step cannot zero it
+                n0[i, :, :k] = (2 * u - 1) * (self.init_scale * alpha)
+                continue
             u = torch.randn(3, k, generator=g, dtype=torch.float64)
             n0[i, :, :k] = u * (self.init_scale * alpha / u.norm().clamp_min(1e-12))
         return n0
@@ -96,7 +106,7 @@ class SAIFGM(Attack):
         self, n: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, eps: float
     ) -> torch.Tensor:
         """``Scale_eps(Crop_m(f(n; t)))``: (B, 3, H, W) from noise (B, 3, K)."""
-        return apply_budget(sp.fill(n, labels) * mask, eps, self.budget)
+        return apply_budget(sp.fill(n, labels) * mask, eps, self.budget, self.norm)
 
     def _run(self, images, labels, targets, superpixels, attention, mask, seeds) -> AttackResult:
         eps = self.eps_for(images)
@@ -134,6 +144,8 @@ class SAIFGM(Attack):
                     how = "mean" if self.grad_mode == "mean" else "absmax"
                     grad = sp.reduce(pixel_grad * mask, superpixels, n.shape[2], how)
             n = n.detach() + alpha * self.direction(grad, state)
+            if self.norm == "linf":  # the box is per value, so projecting n projects Crop_m(f(n))
+                n = n.clamp(-eps, eps)
         adv = (images + self.perturbation(n, superpixels, mask, eps)).clamp(0, 1)
         return AttackResult(
             adv=adv,

@@ -18,6 +18,7 @@ from typing import Any
 import sai_attack.attacks  # noqa: F401  (registers the choices of method, loss, superpixel, ...)
 from sai_attack import options as table
 from sai_attack.options import Option
+from sai_attack.pipeline import targets as _targets  # noqa: F401  (registers target_mode)
 
 
 def parse_value(option: Option, text: str) -> Any:

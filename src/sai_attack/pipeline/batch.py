@@ -30,6 +30,7 @@ from sai_attack.attention import cam_from_features, resolve_method
 from sai_attack.metrics import image_metrics, perceptual_metrics
 from sai_attack.models import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from sai_attack.pipeline.loading import Item
+from sai_attack.pipeline.targets import choose_targets
 from sai_attack.runs import RESULT_COLUMNS, STATUS_OK, RunLayout, RunWriter, format_cell
 from sai_attack.runs.writer import template_bytes
 from sai_attack.runtime import image_seed
@@ -233,7 +234,7 @@ class BatchAttacker:
             logger.warning("model %s: %s", self.model.name, problem)
 
     def _clean_pass(self, x: torch.Tensor, items: list[Item]):
-        """Clean predictions, attacked classes and (for CAM) attention maps of a batch."""
+        """Clean predictions, attacked classes, (for CAM) attention maps and targets of a batch."""
         with torch.no_grad():
             if self.attention_method == "cam":
                 logits, feats = self.model.forward_features(x)
@@ -251,7 +252,15 @@ class BatchAttacker:
         if feats is not None:
             size = tuple(x.shape[-2:])
             attention = cam_from_features(feats, self.model.cam_weights(), attacked, size)
-        return clean_pred, true, attacked, attention
+        targets = None
+        if self.config.targeted:
+            names = [it.name for it in items]
+            reference = [
+                p if t is None else t for t, p in zip(true, clean_pred.tolist(), strict=True)
+            ]
+            targets = choose_targets(self.config.target_mode, logits, reference, names,
+                                     self.config.seed, self.targets)  # fmt: skip
+        return clean_pred, true, attacked, attention, targets
 
     def __call__(
         self, items: list[Item], timings: dict[str, float]
@@ -260,16 +269,11 @@ class BatchAttacker:
         cfg = self.config
         x = data.to_tensor([it.image for it in items]).to(self.device)  # (B, 3, S, S)
         t0 = time.perf_counter()
-        clean_pred, true, attacked, attention = self._clean_pass(x, items)
+        clean_pred, true, attacked, attention, targets = self._clean_pass(x, items)
         timings["clean_forward"] += time.perf_counter() - t0
         self._check_clean_accuracy(x, clean_pred, true)
 
         t0 = time.perf_counter()
-        targets = (
-            torch.tensor([self.targets[it.name] for it in items], device=self.device)
-            if cfg.targeted
-            else None
-        )
         superpixels = (
             sp.stack_labels([it.superpixels for it in items]).to(self.device)
             if cfg.uses_superpixels
@@ -304,9 +308,7 @@ class BatchAttacker:
         mask_frac = result.mask.flatten(1).mean(dim=1).tolist() if result.mask is not None else None
         for i, it in enumerate(items):
             m = image_metrics(it.image, adv_u8[i])
-            problem = self._problem(
-                self._finite_clean[i], finite_adv[i] and finite_pred[i], m["delta_eff"]
-            )
+            problem = self._problem(self._finite_clean[i], finite_adv[i] and finite_pred[i], m)
             if problem is not None:
                 it.error = problem
                 rows[it.name] = skip_row(it, true[i])
@@ -353,18 +355,22 @@ class BatchAttacker:
             return []
         return [self._pool.submit(_fill_perceptual, *job) for job in jobs]
 
-    def _problem(self, finite_clean: bool, finite_adv: bool, delta_eff: float) -> str | None:
+    def _problem(
+        self, finite_clean: bool, finite_adv: bool, metrics: dict[str, float]
+    ) -> str | None:
         """Why an attacked image must not count (never reported as a success), or None."""
         if not finite_clean:
             return "the model's output on the clean image is not finite (NaN or inf logits)"
         if not finite_adv:
             return "the attack produced non-finite values (NaN or inf gradients or logits)"
-        # Rounding to 8 bits moves each value by at most 0.5, so delta_eff <= delta + 0.5.
-        limit = self.config.delta + 0.5
-        if not delta_eff <= limit + 1e-9:
+        # The saved pair's metrics, in the run's norm. Rounding to 8 bits moves each value by at
+        # most 0.5, so delta_eff (L2) or linf (L-infinity) <= delta + 0.5.
+        measure = "linf" if self.config.norm == "linf" else "delta_eff"
+        value, limit = metrics[measure], self.config.delta + 0.5
+        if not value <= limit + 1e-9:
             return (
-                f"the saved perturbation breaks the budget: delta_eff {delta_eff:.3f} > "
-                f"delta {self.config.delta:g} + 0.5 rounding"
+                f"the saved perturbation breaks the budget: {measure} {value:.3f} > delta "
+                f"{self.config.delta:g} + 0.5 rounding (norm {self.config.norm})"
             )
         return None
 

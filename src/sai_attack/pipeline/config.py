@@ -60,7 +60,7 @@ def _superpixel_config(self: Any) -> sp.SuperpixelConfig:
 def _build_attack(self: Any, model: torch.nn.Module) -> Attack:
     cls = ATTACKS[self.method]
     kwargs = {name: getattr(self, name) for name in ("delta", "steps", "loss", "targeted",
-                                                     "budget", "seed")}  # fmt: skip
+                                                     "budget", "seed", "norm")}  # fmt: skip
     if cls.uses_superpixels:
         kwargs.update({name: getattr(self, name) for name in SUPERPIXEL_PARAMETERS})
     if issubclass(cls, MomentumMixin):

@@ -29,6 +29,7 @@ from sai_attack.pipeline.batch import BatchAttacker, attention_for, skip_row
 from sai_attack.pipeline.config import RunOptions
 from sai_attack.pipeline.loading import InputDataset, Item, batches, file_sha256
 from sai_attack.pipeline.summary import successes_over_all, summary_record
+from sai_attack.pipeline.targets import FROM_FILE, check_target_mode, check_target_source
 from sai_attack.runs import STATUS_OK, RunLayout, RunWriter
 from sai_attack.runtime import (
     EXIT_OK,
@@ -140,6 +141,7 @@ class AttackRun:
     def run(self) -> RunSummary:
         """Execute the run; returns the summary (also written to ``summary.json``)."""
         started = time.perf_counter()
+        check_target_mode(self.config)
         ctx = parallel.context(self.device)
         self.device = ctx.device(self.device)
         self.options.apply_determinism()
@@ -149,8 +151,7 @@ class AttackRun:
         attack = self.config.build_attack(model)
         attack.autocast = self.options.amp_dtype(self.device)
         inputs = data.discover_inputs(self.input_path, self.options.labels)
-        if self.config.targeted and inputs.labels is None:
-            raise RunError("a targeted attack needs a labels CSV with a 'target' column")
+        check_target_source(self.config, inputs.labels)
         self._check_output_folder(inputs)
         names = inputs.names[: self.options.limit] if self.options.limit else inputs.names
         writer = RunWriter(self.out, self.options.save_templates, self.device.type != "cpu")
@@ -219,7 +220,7 @@ class AttackRun:
         problems = {n: "no label for this image in the labels file" for n in todo
                     if n not in table.labels and n not in table.problems}  # fmt: skip
         problems.update(table.problems)
-        if self.config.targeted:
+        if self.config.targeted and self.config.target_mode == FROM_FILE:
             for n in todo:
                 if n in table.labels and n not in table.targets:
                     problems.setdefault(n, "no target class for this image (targeted attack)")

@@ -23,6 +23,22 @@ from sai_attack.runtime import library_versions
 
 logger = logging.getLogger(__name__)
 
+EPSILON_TEXT = {
+    "l2": "L2: delta * sqrt(N), N = C*H*W at the attack resolution, 0-255 units",
+    "linf": "L-infinity: delta per pixel value, 0-255 units (delta 8 = 8/255)",
+}
+"""What the budget eps is, per norm, as written into ``summary.json``."""
+
+BUDGET_TEXT = {
+    "l2": PROTOCOL_TEXT,
+    "linf": {
+        "within": "perturbation clipped into the L-infinity box |r| <= eps",
+        "exact": "every perturbed value (superpixel or pixel) at +-eps (the L-infinity "
+        "bound), reduced only by clipping",
+    },
+}
+"""What each budget protocol means, per norm."""
+
 METRIC_COLUMNS = ("delta_eff", "l2", "linf", "psnr", "ssim", "ciede2000", "ciede2000_p95")
 """The ``results.csv`` columns summarised by mean and median."""
 
@@ -102,9 +118,10 @@ def summary_record(
     return {
         **record,
         "protocol": {
+            "norm": attack.norm,
             "budget": attack.budget,
-            "budget_text": PROTOCOL_TEXT[attack.budget],
-            "epsilon": "delta * sqrt(N), N = C*H*W at the attack resolution, 0-255 units",
+            "budget_text": BUDGET_TEXT[attack.norm][attack.budget],
+            "epsilon": EPSILON_TEXT[attack.norm],
             "image_size": record["parameters"]["image_size"],
             "success": "measured on the saved 8-bit PNG; success_rate: over images the model "
             "classified correctly before the attack; success_rate_all: over all attacked images "
