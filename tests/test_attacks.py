@@ -249,7 +249,7 @@ def test_custom_loss_callable(tiny_model):
             "superpixel 'quickshift' is unknown; "
             "choose one of slic, slic-skimage, lsc, seeds, grid",
         ),
-        ({"momentum": -1}, "momentum must be a finite number >= 0, got -1"),
+        ({"momentum": -1}, "momentum must be a finite number in [0, 100], got -1"),
     ],
 )
 def test_constructor_rejects_bad_parameters(kwargs, message, tiny_model):

@@ -37,12 +37,19 @@ def _folder_with_images(tmp_path, nips17, n=3):
         (["--phi=-1/12"], "argument --phi: phi must be a finite number in [0, 1], got -1/12"),
         (["--phi", "13/12"], "argument --phi: phi must be a finite number in [0, 1], got 13/12"),
         (["--iters", "0"], "argument --iters: steps must be an integer in [1, 100000], got 0"),
-        (["--merge-beta", "-1"], "argument --merge-beta: merge_beta must be a finite number >= 0"),
+        (
+            ["--merge-beta", "-1"],
+            "argument --merge-beta: merge_beta must be a finite number in [0, 1000], got -1",
+        ),
         (
             ["--batch-size", "0"],
             "argument --batch-size: batch_size must be an integer in [1, 65536]",
         ),
         (["--segments", "99999999999"], "argument --segments: n_segments must be an integer in"),
+        (
+            ["--superpixel-size", "0.000001"],
+            "argument --superpixel-size: superpixel_size must be a",
+        ),
         (["--superpixel-size", "5", "--segments", "9"], "not allowed with argument"),
         (["--method", "pgd"], "argument --method: method 'pgd' is unknown; choose one of fgm,"),
         (["--superpixel", "quickshift"], "superpixel 'quickshift' is unknown; choose one of slic,"),

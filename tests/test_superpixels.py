@@ -153,14 +153,15 @@ def test_segment_with_merge_reduces_count():
             {"algorithm": "watershed"},
             "superpixel 'watershed' is unknown; choose one of slic, slic-skimage, lsc, seeds, grid",
         ),
-        ({"size": 0}, "superpixel_size must be a finite number in (0, 4096], got 0"),
+        ({"size": 0}, "superpixel_size must be a finite number in [1, 4096], got 0"),
+        ({"size": 0.000001}, "superpixel_size must be a finite number in [1, 4096], got 1e-06"),
         ({"n_segments": 0}, "n_segments must be an integer in [1, 16777216], got 0"),
         (
             {"n_segments": 99999999999},
             "n_segments must be an integer in [1, 16777216], got 99999999999",
         ),
-        ({"compactness": -1}, "compactness must be a finite number > 0, got -1"),
-        ({"merge_beta": -0.5}, "merge_beta must be a finite number >= 0, got -0.5"),
+        ({"compactness": -1}, "compactness must be a finite number in (0, 10000], got -1"),
+        ({"merge_beta": -0.5}, "merge_beta must be a finite number in [0, 1000], got -0.5"),
     ],
 )
 def test_segment_rejects_bad_parameters(kwargs, message):

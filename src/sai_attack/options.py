@@ -164,7 +164,8 @@ OPTIONS: dict[str, Option] = _table(
            "one), least-likely (the lowest clean logit)", choices=True),
     Option("attack_prediction", bool, False,
            "attack the model's clean prediction instead of the label"),
-    Option("momentum", float, 1.0, "momentum decay mu for mifgm and m-sai-fgm", low=0.0),
+    Option("momentum", float, 1.0, "momentum decay mu for mifgm and m-sai-fgm", low=0.0,
+           high=100.0),
     Option("seed", int, 0, "seed of the random initialisation; each image's seed is derived "
            "from it and the image name", low=0, high=2**63 - 1),
     # -- superpixels --------------------------------------------------------------------------
@@ -172,16 +173,16 @@ OPTIONS: dict[str, Option] = _table(
            "slic-skimage (scikit-image's SLIC, slower), grid (square SxS blocks)",
            group="superpixels", choices=True),
     Option("superpixel_size", float, 5.0, "superpixel size S in pixels, K = H*W/S^2",
-           group="superpixels", low=0.0, low_open=True, high=4096.0, metavar="S",
+           group="superpixels", low=1.0, high=4096.0, metavar="S",
            exclusive="size"),
     Option("n_segments", int, None, "number of superpixels K (instead of superpixel_size)",
            group="superpixels", low=1, high=2**24, nullable=True, flag="--segments",
            metavar="K", exclusive="size"),
     Option("compactness", float, 20.0, "SLIC compactness", group="superpixels", low=0.0,
-           low_open=True),
+           low_open=True, high=10_000.0),
     Option("merge_beta", float, 0.0, "merge adjacent superpixels whose mean CIELAB colours "
            "differ by less than BETA (Delta E 76); 0 disables merging", group="superpixels",
-           low=0.0, metavar="BETA"),
+           low=0.0, high=1000.0, metavar="BETA"),
     Option("grad_mode", str, "noise", "superpixel gradient: noise (w.r.t. the noise vector, the "
            "paper's method), mean or max of the pixel gradients (ablations)",
            group="superpixels", choices=True),
