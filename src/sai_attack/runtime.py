@@ -85,6 +85,15 @@ def image_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in chunks (weights files are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape the numbers."""
     import cv2

@@ -32,13 +32,13 @@ class Item:
     sha256: str = ""  # of the input file, so that a resumed run knows it is the same input
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes (hex), read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def input_sha256(path: Path) -> str:
+    """The SHA-256 (hex) of an input image file, read with the data layer's checks.
+
+    Raises:
+        ImageLoadError: The file is not a regular file, is too large, or not an image.
+    """
+    return hashlib.sha256(data.read_image_file(path)).hexdigest()
 
 
 class InputDataset(Dataset):
@@ -68,15 +68,17 @@ class InputDataset(Dataset):
             return item
         t0 = time.perf_counter()
         try:
-            # The image is read first so that a broken file is reported as such.
-            image = data.load_image(self.root / name)
+            # The image is read first so that a broken file is reported as such; its bytes are
+            # read once, for the pixels and for the hash that resume compares.
+            payload = data.read_image_file(self.root / name)
+            image = data.decode_image(payload, name=name)
         except data.ImageLoadError as exc:
             item.error = str(exc)
             return item
         if name in self.problems:
             item.error = self.problems[name]
             return item
-        item.sha256 = file_sha256(self.root / name)
+        item.sha256 = hashlib.sha256(payload).hexdigest()
         item.image = data.resize_center_crop(image, self.size)
         t1 = time.perf_counter()
         item.seconds_load = t1 - t0

@@ -27,7 +27,7 @@ from sai_attack.attacks import Attack
 from sai_attack.models import ImageClassifier, load_model
 from sai_attack.pipeline.batch import BatchAttacker, attention_for, skip_row
 from sai_attack.pipeline.config import RunOptions
-from sai_attack.pipeline.loading import InputDataset, Item, batches, file_sha256
+from sai_attack.pipeline.loading import InputDataset, Item, batches, input_sha256
 from sai_attack.pipeline.summary import successes_over_all, summary_record
 from sai_attack.pipeline.targets import FROM_FILE, check_target_mode, check_target_source
 from sai_attack.runs import STATUS_OK, RunLayout, RunWriter
@@ -193,8 +193,8 @@ class AttackRun:
             shown = data.printable_name(name)
             if shown in finished and data.is_plain_name(name):
                 try:
-                    same = finished[shown] == file_sha256(inputs.root / name)
-                except OSError:
+                    same = finished[shown] == input_sha256(inputs.root / name)
+                except (OSError, data.ImageLoadError):
                     same = False
                 if not same:
                     stale.add(shown)

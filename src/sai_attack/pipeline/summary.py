@@ -16,10 +16,9 @@ import numpy as np
 
 from sai_attack.attacks import Attack
 from sai_attack.models.zoo import weights_file
-from sai_attack.pipeline.loading import file_sha256
 from sai_attack.report import none_if_nan
 from sai_attack.runs import PROTOCOL_TEXT
-from sai_attack.runtime import library_versions
+from sai_attack.runtime import file_sha256, library_versions
 
 logger = logging.getLogger(__name__)
 
