@@ -138,18 +138,3 @@ def add_command(sub: Any, func: Callable[[argparse.Namespace], int], **kwargs: A
 def add_argument(parser: Any, option: Option, **overrides: Any) -> None:
     """Add a command's own option (not in the table) with the table's parsing and checks."""
     parser.add_argument(option.cli_flag, **{**argument(option), **overrides})
-
-
-def int_at_least(flag: str, low: int) -> Callable[[str], int]:
-    """An argparse type for a command's own integer option ``flag`` (>= ``low``)."""
-    return value_type(Option(flag.lstrip("-").replace("-", "_"), int, None, "", low=low))
-
-
-def fraction(text: str) -> float:
-    """An argparse type for a threshold like ``phi``: a number or fraction in [0, 1]."""
-    return parse_value(table.OPTIONS["phi"], text)
-
-
-def add_execution_options(parser: argparse.ArgumentParser) -> None:
-    """``--batch-size``, ``--device`` and ``--workers`` from the option table."""
-    add_options(parser, ["batch_size", "device", "workers"])
