@@ -35,6 +35,11 @@ CASES: dict[str, list[str]] = {
                      "--grad-mode", "mean", "--attention", "cam", "--phi", "0.5"],
     "ifgm-targeted": ["--method", "ifgm", "--targeted", "--delta", "8", "--iters", "5"],
     "fgm-prediction": ["--method", "fgm", "--attack-prediction", "--image-size", "160"],
+    "mifgm-linf": ["--method", "mifgm", "--norm", "linf", "--delta", "8"],
+    "m-sai-linf": ["--method", "m-sai-fgm", "--norm", "linf", "--delta", "8", "--budget",
+                   "within"],
+    "sa-fgm-linf-random": ["--method", "sa-fgm", "--norm", "linf", "--targeted",
+                           "--target-mode", "random", "--delta", "16"],
 }  # fmt: skip
 
 

@@ -164,8 +164,20 @@ OPTIONS: dict[str, Option] = _table(
            "one), least-likely (the lowest clean logit)", choices=True),
     Option("attack_prediction", bool, False,
            "attack the model's clean prediction instead of the label"),
-    Option("momentum", float, 1.0, "momentum decay mu for mifgm and m-sai-fgm", low=0.0,
-           high=100.0),
+    Option("space", str, None, "perturbation space instead of the method's own: pixels "
+           "(every pixel free) or superpixels (one value per superpixel, the paper's)",
+           nullable=True, choices=True),
+    Option("mask", str, None, "where the perturbation may go, instead of the method's own: "
+           "none, or attention (the binarised class activation map m*, see --phi)",
+           nullable=True, choices=True),
+    Option("optimizer", str, None, "update rule instead of the method's own: one-step, "
+           "iterative, momentum (MI-FGSM), nesterov (NI-FGSM); e.g. sai-fgm with nesterov is "
+           "NI-SAI-FGM", nullable=True, choices=True),
+    Option("momentum", float, 1.0, "momentum decay mu of the momentum and nesterov update rules "
+           "(mifgm, m-sai-fgm)", low=0.0, high=100.0),
+    Option("random_start", bool, False, "start from a uniformly random point of the budget "
+           "(PGD) instead of the clean image (pixel methods) or the paper's small random noise "
+           "(superpixel methods)"),
     Option("seed", int, 0, "seed of the random initialisation; each image's seed is derived "
            "from it and the image name", low=0, high=2**63 - 1),
     # -- superpixels --------------------------------------------------------------------------

@@ -1,16 +1,21 @@
-"""What every attack shares: budget, losses, norms, and the call protocol.
+"""What every attack shares: the call protocol, losses, and the loop that combines the parts.
 
-The budget follows the paper (Sec. 4): an L2 ball of radius ``eps = delta * sqrt(N)`` in 0-255
-pixel units, ``N = C*H*W`` at the attack resolution, step ``alpha = eps / T``. With
-``norm="linf"`` the budget is the L-infinity box of half-width ``eps = delta`` and the steps are
-sign steps of size ``eps / T`` (the I-FGSM / MI-FGSM convention). Images are
-(B, 3, H, W) tensors in [0, 1], so internally ``eps`` is divided by 255. All norms are per sample
-and the loss is summed over the batch, so results do not depend on the batch size.
+An attack is four parts (paper Sec. 3; "general to most existing gradient-based methods"):
+
+- a perturbation **space** (``attacks/spaces.py``): the pixels, or one value per superpixel;
+- a **mask** (``attacks/masks.py``): none, the attention mask m*, or one passed per batch;
+- an **optimiser** (``attacks/optimizers.py``): one step, iterative, momentum, Nesterov, with an
+  optional random start;
+- a **norm** and budget protocol (``attacks/norms.py``): L2 ball of radius ``delta * sqrt(N)``
+  (the paper) or L-infinity box of half-width ``delta``, ``within`` or ``exact``.
+
+:class:`Attack` combines any of them; the paper's six methods (``ATTACKS``) are presets. Images
+are (B, 3, H, W) tensors in [0, 1]; the loss is summed over the batch and every norm is per
+sample, so results do not depend on the batch size.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +24,24 @@ import torch
 import torch.nn.functional as F
 
 from sai_attack import options
+from sai_attack.attacks.masks import Mask, make_mask
+from sai_attack.attacks.norms import (  # noqa: F401  (re-exported: the historical home)
+    BUDGETS,
+    NORMS,
+    apply_budget,
+    delta_eff,
+    epsilon,
+    l1_normalize,
+    l2_norm,
+    l2_normalize,
+    project,
+    project_l2,
+    project_linf,
+    scale_l2,
+    scale_linf,
+)
+from sai_attack.attacks.optimizers import OPTIMIZERS, Optimizer, make_optimizer
+from sai_attack.attacks.spaces import SPACES, Space, make_space
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -39,109 +62,6 @@ LOSSES: dict[str, LossFn] = {"ce": cross_entropy_loss, "cw": margin_loss}
 """Losses by CLI name. Untargeted attacks maximise ``loss(logits, label)``; targeted ones
 minimise ``loss(logits, target)``."""
 options.register_choices("loss", LOSSES)
-
-BUDGETS = ("within", "exact")
-"""``within``: project into the ball (||r|| <= eps). ``exact``: rescale to ||r|| = eps (L2) or
-put every perturbed value at +-eps (L-infinity)."""
-options.register_choices("budget", BUDGETS)
-
-NORMS = ("l2", "linf")
-"""The threat models: ``l2`` (the paper) and ``linf``."""
-options.register_choices("norm", NORMS)
-
-
-# --------------------------------------------------------------------------------------------
-# Per-sample norm helpers
-# --------------------------------------------------------------------------------------------
-
-
-def l2_norm(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample L2 norm of a (B, ...) tensor, shape (B,)."""
-    return x.flatten(1).norm(p=2, dim=1)
-
-
-def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, *([1] * (like.ndim - 1)))
-
-
-def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Divide each sample by its L2 norm (zero samples stay zero)."""
-    return x / _per_sample(l2_norm(x).clamp_min(eps), x)
-
-
-def l1_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Divide each sample by its L1 norm (zero samples stay zero)."""
-    return x / _per_sample(x.flatten(1).abs().sum(dim=1).clamp_min(eps), x)
-
-
-def project_l2(r: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
-    """Project each sample onto the L2 ball of radius ``eps``."""
-    norm = l2_norm(r)
-    eps_t = torch.as_tensor(eps, dtype=r.dtype, device=r.device)
-    factor = torch.clamp(eps_t / norm.clamp_min(1e-12), max=1.0)
-    return r * _per_sample(factor, r)
-
-
-def scale_l2(r: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
-    """Rescale each non-zero sample to L2 norm ``eps`` (the paper's Scale_eps)."""
-    return l2_normalize(r) * eps
-
-
-def project_linf(r: torch.Tensor, eps: float) -> torch.Tensor:
-    """Project into the L-infinity box ``[-eps, eps]``."""
-    return r.clamp(-eps, eps)
-
-
-class _SignTimesEps(torch.autograd.Function):
-    """``eps * sign(r)`` whose backward pass is the identity (a straight-through estimator).
-
-    The sign has zero gradient almost everywhere; passing the gradient through unchanged lets
-    the ``exact`` L-infinity protocol be optimised like the L2 one, which rescales smoothly.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, r: torch.Tensor, eps: float) -> torch.Tensor:
-        return torch.sign(r) * eps
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
-
-
-def scale_linf(r: torch.Tensor, eps: float) -> torch.Tensor:
-    """Put every non-zero value at ``+-eps`` (zeros stay zero); gradients pass straight through."""
-    return _SignTimesEps.apply(r, eps)
-
-
-def project(r: torch.Tensor, eps: float, norm: str = "l2") -> torch.Tensor:
-    """Project each sample into the ``norm`` ball of radius ``eps``."""
-    return project_linf(r, eps) if norm == "linf" else project_l2(r, eps)
-
-
-def apply_budget(r: torch.Tensor, eps: float, budget: str, norm: str = "l2") -> torch.Tensor:
-    """Apply a budget protocol (``within`` or ``exact``) in ``norm`` to perturbations."""
-    if budget == "within":
-        return project(r, eps, norm)
-    if budget == "exact":
-        return scale_linf(r, eps) if norm == "linf" else scale_l2(r, eps)
-    raise ValueError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
-
-
-def epsilon(delta: float, shape: Sequence[int], norm: str = "l2") -> float:
-    """The budget in [0, 1] units for per-pixel scale ``delta`` (0-255 units) and (C, H, W).
-
-    L2: ``delta * sqrt(N) / 255``; L-infinity: ``delta / 255``.
-    """
-    if norm == "linf":
-        return delta / 255.0
-    return delta * math.sqrt(math.prod(shape)) / 255.0
-
-
-def delta_eff(perturbation: torch.Tensor) -> torch.Tensor:
-    """Effective delta ``||r||_2 / sqrt(N)`` in 0-255 units, per sample, shape (B,)."""
-    n = perturbation[0].numel()
-    return l2_norm(perturbation.double()) * 255.0 / math.sqrt(n)
-
 
 # --------------------------------------------------------------------------------------------
 # The attack base class
@@ -170,28 +90,57 @@ class AttackResult:
 
 
 class Attack:
-    """Base class: ``adv = attack(images, labels)`` with images (B, 3, H, W) in [0, 1].
+    """``adv = attack(images, labels)`` with images (B, 3, H, W) in [0, 1].
+
+    Every step is ``v <- step(v, alpha * direction(grad_v L(x(lookahead(v)))))`` with
+    ``alpha = eps / T``, where the space defines ``v`` and ``x(v)``, and the optimiser the
+    direction and look-ahead. Subclasses are presets: they set the class attributes
+    ``optimizer`` (a name of ``OPTIMIZERS``) and build their space and mask.
 
     Args:
         model: The white-box classifier (an :class:`ImageClassifier` or any module taking [0, 1]
             images; its train/eval state is restored after each call).
         delta: Per-pixel perturbation scale in 0-255 units; the budget is ``delta * sqrt(N)``
             (L2) or ``delta`` (L-infinity).
-        steps: Iterations T; the step is ``alpha = eps / T``.
+        steps: Iterations T; the step is ``alpha = eps / T`` (one-step rules take 1).
         loss: ``"ce"``, ``"cw"``, or a callable ``(logits, labels) -> (B,)`` per-sample loss.
         targeted: Minimise the loss towards ``targets`` instead of maximising it on ``labels``.
-        budget: ``"within"`` or ``"exact"``; ``None`` takes the method's paper default.
-        seed: Seed of the random initialisation (superpixel attacks), used for every sample
-            unless per-sample ``seeds`` are passed to :meth:`run`.
+        budget: ``"within"`` or ``"exact"``; ``None`` takes the preset's paper default.
+        seed: Seed of the random initialisation, used for every sample unless per-sample
+            ``seeds`` are passed to :meth:`run`.
         norm: ``"l2"`` (the paper) or ``"linf"`` (sign steps, projection into the box).
+        space: A :class:`Space` or a name of ``SPACES`` (with default settings); None takes
+            the preset's (pixels for :class:`Attack`).
+        mask: A :class:`Mask` or a name of ``MASKS`` (with default settings); None takes the
+            preset's (none for :class:`Attack`).
+        optimizer: An ``OPTIMIZERS`` name or an :class:`Optimizer`; None takes the preset's.
+        momentum: Decay factor mu of the momentum and Nesterov rules.
+        random_start: Start from a uniformly random point of the budget (PGD).
+
+    Example:
+        >>> atk = Attack(model, space=SuperpixelSpace(), mask=AttentionMask(),  # doctest: +SKIP
+        ...              optimizer="nesterov", norm="linf", delta=8)
+        >>> adv = atk(images, labels)  # doctest: +SKIP
     """
 
     name = "attack"
     title = "Attack"  # display name in tables
     default_budget = "within"
     uses_superpixels = False
+    """Whether the preset's space needs superpixel templates."""
+    space_name = "pixels"
+    """The preset's perturbation space (a name of ``SPACES``)."""
+    mask_name = "none"
+    """The preset's mask (a name of ``MASKS``)."""
+    optimizer_name = "iterative"
+    """The preset's update rule (a name of ``OPTIMIZERS``)."""
     fixed_steps: int | None = None
-    momentum: float | None = None
+    """1 for presets whose rule is one step (FGM, SA-FGM), else None."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.fixed_steps = 1 if OPTIMIZERS[cls.optimizer_name].one_step else None
+        cls.uses_superpixels = SPACES[cls.space_name].uses_superpixels
 
     def __init__(
         self,
@@ -203,6 +152,12 @@ class Attack:
         budget: str | None = options.default("budget"),
         seed: int = options.default("seed"),
         norm: str = options.default("norm"),
+        *,
+        space: Space | str | None = options.default("space"),
+        mask: Mask | str | None = options.default("mask"),
+        optimizer: str | Optimizer | None = options.default("optimizer"),
+        momentum: float = options.default("momentum"),
+        random_start: bool = options.default("random_start"),
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -212,10 +167,14 @@ class Attack:
             raise TypeError("loss must be a name or a callable (logits, labels) -> per-sample loss")
         budget = options.check("budget", budget)
         self.model = model
-        self.delta = options.check("delta", delta)
-        self.steps = options.check(
-            "steps", self.fixed_steps if self.fixed_steps is not None else steps
+        self.space: Space = make_space(space if space is not None else self.space_name)
+        self.mask_part: Mask = make_mask(mask if mask is not None else self.mask_name)
+        self.optimizer = make_optimizer(
+            optimizer if optimizer is not None else self.optimizer_name, momentum
         )
+        self.random_start = options.check("random_start", random_start)
+        self.delta = options.check("delta", delta)
+        self.steps = options.check("steps", 1 if self.optimizer.one_step else steps)
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
         self.loss_fn: LossFn = LOSSES[loss] if isinstance(loss, str) else loss
         self.targeted = options.check("targeted", bool(targeted))
@@ -224,6 +183,11 @@ class Attack:
         self.norm = options.check("norm", norm)
         self.autocast: torch.dtype | None = None  # mixed precision for the model's passes
         self.last: AttackResult | None = None
+
+    @property
+    def momentum(self) -> float | None:
+        """The optimiser's decay factor, None for rules without momentum."""
+        return self.optimizer.momentum if self.optimizer.uses_momentum else None
 
     # -- the public protocol -------------------------------------------------------------------
 
@@ -248,9 +212,9 @@ class Attack:
             images: (B, 3, H, W) in [0, 1]; never modified.
             labels: (B,) true (or attacked) classes; CAM is computed for them.
             targets: (B,) target classes, required when ``targeted``.
-            superpixels: (B, H, W) int64 precomputed templates (superpixel attacks).
+            superpixels: (B, H, W) int64 precomputed templates (superpixel spaces).
             attention: (B, 1, H, W) precomputed attention maps in [0, 1].
-            mask: (B, 1, H, W) binary mask to use instead of one made from attention.
+            mask: (B, 1, H, W) binary mask to use instead of the mask part's.
             seeds: One random-initialisation seed per sample.
 
         Returns:
@@ -283,7 +247,7 @@ class Attack:
         self.last = result
         return result
 
-    # -- helpers for subclasses ----------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------------
 
     def eps_for(self, images: torch.Tensor) -> float:
         """The budget in [0, 1] units (in ``self.norm``) for this batch's (C, H, W)."""
@@ -301,17 +265,6 @@ class Attack:
             return -self.loss_fn(logits, targets).sum()
         return self.loss_fn(logits, labels).sum()
 
-    def direction(self, grad: torch.Tensor, state: dict) -> torch.Tensor:
-        """The update direction from a gradient: Eq. 4, or Eq. 5 with momentum.
-
-        Unit L2 norm for ``l2``; the sign (of the momentum accumulator) for ``linf``.
-        """
-        unit = torch.sign if self.norm == "linf" else l2_normalize
-        if self.momentum is None:
-            return unit(grad)
-        state["g"] = self.momentum * state.get("g", 0.0) + l1_normalize(grad)
-        return unit(state["g"])
-
     def _run(
         self,
         images: torch.Tensor,
@@ -322,7 +275,29 @@ class Attack:
         mask: torch.Tensor | None,
         seeds: list[int],
     ) -> AttackResult:
-        raise NotImplementedError
+        eps = self.eps_for(images)
+        alpha = eps / self.steps
+        templates = self.space.templates(images, superpixels)  # (B, H, W) or None
+        if mask is None:
+            mask, attention = self.mask_part.resolve(
+                self.model, images, labels, attention, templates
+            )
+        space = self.space.bind(images, templates, mask, eps, self.budget, self.norm)
+        v = space.init(seeds, alpha, self.random_start)
+        state: dict = {}
+        for _ in range(self.steps):
+            point = self.optimizer.lookahead(v, state, alpha, self.norm, space.sizes)
+            grad = space.gradient(point, lambda x: self.objective(x, labels, targets))
+            v = space.step(v, alpha * self.optimizer.direction(grad, state, self.norm))
+        adv = space.finish(v)
+        return AttackResult(
+            adv=adv,
+            perturbation=adv - images,
+            eps=eps,
+            superpixels=templates,
+            attention=attention,
+            mask=mask,
+        )
 
     def describe(self) -> dict:
         """The parameters that define this attack, for summaries."""
@@ -335,24 +310,15 @@ class Attack:
             "budget": self.budget,
             "seed": self.seed,
             "norm": self.norm,
+            "space": self.space.name,
+            "mask": self.mask_part.name,
+            **self.optimizer.describe(),
+            "random_start": self.random_start,
+            **self.space.describe(),
+            **self.mask_part.describe(),
         }
-        if self.momentum is not None:
-            described["momentum"] = self.momentum
         return described
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "method")
         return f"{type(self).__name__}({args})"
-
-
-class MomentumMixin:
-    """Adds the momentum decay factor mu (paper Eq. 5) to an attack: mix in before the attack.
-
-    With ``momentum`` set, :meth:`Attack.direction` accumulates L1-normalised gradients.
-    """
-
-    def __init__(
-        self, model: torch.nn.Module, *, momentum: float = options.default("momentum"), **kwargs
-    ) -> None:
-        super().__init__(model, **kwargs)  # type: ignore[call-arg]
-        self.momentum = options.check("momentum", momentum)

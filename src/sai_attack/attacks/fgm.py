@@ -8,10 +8,10 @@ from sai_attack.attacks.ifgm import IFGM
 class FGM(IFGM):
     """One step of size eps along the L2-normalised gradient: ``x + eps * g / ||g||_2``.
 
-    With ``norm="linf"`` this is FGSM: ``x + eps * sign(g)``. The ``steps`` argument is ignored
-    (always 1).
+    Preset: the pixel space, no mask, the one-step rule. With ``norm="linf"`` this is FGSM:
+    ``x + eps * sign(g)``. The ``steps`` argument is ignored (always 1).
     """
 
     name = "fgm"
     title = "FGM"
-    fixed_steps = 1
+    optimizer_name = "one-step"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sai_attack.attacks.base import MomentumMixin
 from sai_attack.attacks.ifgm import IFGM
 
 
-class MIFGM(MomentumMixin, IFGM):
+class MIFGM(IFGM):
     """I-FGM with momentum: ``g_{i+1} = mu g_i + grad / ||grad||_1``, step along ``g / ||g||_2``.
+
+    Preset: the pixel space, no mask, the momentum rule.
 
     Args:
         model: The classifier.
@@ -17,3 +18,4 @@ class MIFGM(MomentumMixin, IFGM):
 
     name = "mifgm"
     title = "MI-FGM"
+    optimizer_name = "momentum"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from sai_attack.attacks.base import MomentumMixin
 from sai_attack.attacks.saifgm import SAIFGM
 
 
-class MSAIFGM(MomentumMixin, SAIFGM):
+class MSAIFGM(SAIFGM):
     """SAI-FGM whose noise update accumulates momentum (paper Eq. 5).
 
-    The update is::
+    Preset: the superpixel space, the attention mask, the momentum rule. The update is::
 
         g_{i+1} = mu * g_i + grad_n L / ||grad_n L||_1
         n_{i+1} = n_i + alpha * g_{i+1} / ||g_{i+1}||_2
@@ -22,3 +21,4 @@ class MSAIFGM(MomentumMixin, SAIFGM):
 
     name = "m-sai-fgm"
     title = "M-SAI-FGM"
+    optimizer_name = "momentum"

@@ -8,9 +8,10 @@ from sai_attack.attacks.saifgm import SAIFGM
 class SAFGM(SAIFGM):
     """:class:`~sai_attack.attacks.saifgm.SAIFGM` with a single step of size eps.
 
-    The ``steps`` argument is ignored (always 1).
+    Preset: the superpixel space, the attention mask, the one-step rule. The ``steps``
+    argument is ignored (always 1).
     """
 
     name = "sa-fgm"
     title = "SA-FGM"
-    fixed_steps = 1
+    optimizer_name = "one-step"

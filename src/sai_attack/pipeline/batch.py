@@ -154,7 +154,7 @@ def _fill_perceptual(row: dict, clean: np.ndarray, adv: np.ndarray) -> None:
 
 def attention_for(config: Any, model: torch.nn.Module) -> str | None:
     """The attention method a run uses (``cam``/``gradcam``), None when it uses none."""
-    if not (config.uses_superpixels and config.phi > 0):
+    if not config.uses_attention:
         return None
     return resolve_method(config.attention, model)
 

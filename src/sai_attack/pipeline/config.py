@@ -16,17 +16,18 @@ import torch
 
 from sai_attack import options
 from sai_attack import superpixels as sp
-from sai_attack.attacks import ATTACKS, Attack
-from sai_attack.attacks.base import MomentumMixin
+from sai_attack.attacks import ATTACKS, MASKS, SPACES, Attack
+from sai_attack.attacks.masks import make_mask
+from sai_attack.attacks.spaces import make_space
 
 CONFIG_GROUPS = ("attack", "superpixels", "attention", "model")
 """Option groups that shape the results: the fields of :class:`AttackConfig`."""
 
-SUPERPIXEL_PARAMETERS = (
-    "superpixel", "superpixel_size", "n_segments", "compactness", "merge_beta", "phi",
-    "attention", "align_mask", "grad_mode",
+COMMON_PARAMETERS = (
+    "delta", "steps", "loss", "targeted", "budget", "seed", "norm", "optimizer", "momentum",
+    "random_start",
 )  # fmt: skip
-"""Parameters that only the superpixel attacks take."""
+"""Parameters every attack takes."""
 
 
 def _fields(groups: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
@@ -57,15 +58,21 @@ def _superpixel_config(self: Any) -> sp.SuperpixelConfig:
     )
 
 
+def _space_name(self: Any) -> str:
+    return self.space or ATTACKS[self.method].space_name
+
+
+def _uses_attention(self: Any) -> bool:
+    return MASKS[self.mask or ATTACKS[self.method].mask_name].uses_attention and self.phi > 0
+
+
 def _build_attack(self: Any, model: torch.nn.Module) -> Attack:
-    cls = ATTACKS[self.method]
-    kwargs = {name: getattr(self, name) for name in ("delta", "steps", "loss", "targeted",
-                                                     "budget", "seed", "norm")}  # fmt: skip
-    if cls.uses_superpixels:
-        kwargs.update({name: getattr(self, name) for name in SUPERPIXEL_PARAMETERS})
-    if issubclass(cls, MomentumMixin):
-        kwargs["momentum"] = self.momentum
-    return cls(model, **kwargs)
+    kwargs = {name: getattr(self, name) for name in COMMON_PARAMETERS}
+    kwargs["space"] = make_space(_space_name(self), self.superpixel_config(), self.grad_mode)
+    kwargs["mask"] = make_mask(
+        self.mask or ATTACKS[self.method].mask_name, self.phi, self.attention, self.align_mask
+    )
+    return ATTACKS[self.method](model, **kwargs)
 
 
 def _record(self: Any) -> dict[str, Any]:
@@ -82,8 +89,11 @@ AttackConfig = make_dataclass(
         "__post_init__": _config_post_init,
         "attack_class": property(_attack_class, doc="The attack class of ``method``."),
         "uses_superpixels": property(
-            lambda self: ATTACKS[self.method].uses_superpixels,
-            doc="Whether the method needs superpixel templates.",
+            lambda self: SPACES[_space_name(self)].uses_superpixels,
+            doc="Whether the run's perturbation space needs superpixel templates.",
+        ),
+        "uses_attention": property(
+            _uses_attention, doc="Whether the run's mask needs attention maps (phi > 0)."
         ),
         "superpixel_config": _superpixel_config,
         "build_attack": _build_attack,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-
-from sai_attack.attacks import ATTACKS, METHOD_NAMES
+from sai_attack.attacks import ATTACKS, METHOD_NAMES, OPTIMIZERS
 from sai_attack.defenses import parse_defenses
 from sai_attack.report import percent
 from sai_attack.reproduce import paper
@@ -36,7 +34,7 @@ MATCHED_PROTOCOL = "matched protocol: every method rescaled to ||r|| = eps (--bu
 
 
 def _takes_momentum(method: str) -> bool:
-    return "momentum" in inspect.signature(ATTACKS[method]).parameters
+    return OPTIMIZERS[ATTACKS[method].optimizer_name].uses_momentum
 
 
 def _matched_for(p: Preset, spec: RunSpec) -> RunSpec | None:

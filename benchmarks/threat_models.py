@@ -1,0 +1,127 @@
+"""White-box and black-box success of every method under an L-infinity (or L2) budget.
+
+Attacks the first N (default 32) images of a labelled folder that the white-box model classifies
+correctly with the six methods and with torchattacks' ``PGD`` (no random start) and ``MIFGSM``
+(decay 1) at the same budget and steps, all through the same pipeline as ``sai-attack attack``
+(the torchattacks references are registered as methods, so their images are saved, checked and
+evaluated exactly like the others), then evaluates every run on the white-box model and the
+black-box targets and prints one Markdown table per delta. Also checks the L-infinity invariant
+on the saved 8-bit files: the largest difference to the clean PNG, in levels.
+
+Usage:
+    python benchmarks/threat_models.py [DATA_DIR] [--n 32] [--norm linf] [--deltas 8 16]
+        [--targets efficientnet-lite1 efficientnet-lite2 tflite:...] [--out /tmp/sai-threat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from attack_success import correctly_classified, subset_folder
+from sai_attack.attacks import ATTACKS, Attack, AttackResult, register_attack
+from sai_attack.evaluation import evaluate_folders
+from sai_attack.models import DEFAULT_MODEL, load_model
+from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
+
+SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+DEFAULT_TARGETS = [
+    "efficientnet-lite1",
+    "efficientnet-lite2",
+    f"tflite:{SHARED_MODELS / 'mobilenet_v2_1.0_224_quant.tflite'}",
+    f"tflite:{SHARED_MODELS / 'mobilenet_v1_0.75_192_quant.tflite'}",
+]
+
+
+class _Torchattacks(Attack):
+    """A torchattacks attack run as a method of the pipeline (budget in this library's units)."""
+
+    factory = "PGD"
+
+    def _run(self, images, labels, targets, superpixels, attention, mask, seeds) -> AttackResult:
+        import torchattacks
+
+        eps = self.eps_for(images)
+        kwargs = {"eps": eps, "alpha": eps / self.steps, "steps": self.steps}
+        if self.factory == "PGD":
+            kwargs["random_start"] = False
+        if self.norm != "linf":
+            raise ValueError("the torchattacks references here are L-infinity attacks")
+        adv = getattr(torchattacks, self.factory)(self.model, **kwargs)(images, labels)
+        return AttackResult(adv=adv, perturbation=adv - images, eps=eps)
+
+
+class TorchattacksPGD(_Torchattacks):
+    """torchattacks.PGD without random start (I-FGSM)."""
+
+    name, title, factory = "ta-pgd", "torchattacks PGD", "PGD"
+
+
+class TorchattacksMIFGSM(_Torchattacks):
+    """torchattacks.MIFGSM, decay 1."""
+
+    name, title, factory = "ta-mifgsm", "torchattacks MIFGSM", "MIFGSM"
+
+
+def largest_level_change(run: Path) -> int:
+    """The largest |adv - clean| over the saved 8-bit PNGs of a run folder, in levels."""
+    worst = 0
+    for path in sorted((run / "images").glob("*.png")):
+        adv = np.asarray(Image.open(path), dtype=np.int16)
+        clean = np.asarray(Image.open(run / "clean" / path.name), dtype=np.int16)
+        worst = max(worst, int(np.abs(adv - clean).max()))
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", nargs="?", default="../shared/data/nips17-dev")
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--norm", default="linf")
+    parser.add_argument("--deltas", type=float, nargs="+", default=[8.0, 16.0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS)
+    parser.add_argument("--methods", nargs="+", default=None)
+    parser.add_argument("--out", default="/tmp/sai-threat-models")
+    args = parser.parse_args()
+    register_attack(TorchattacksPGD.name, TorchattacksPGD)
+    register_attack(TorchattacksMIFGSM.name, TorchattacksMIFGSM)
+    methods = args.methods or list(ATTACKS)
+    out = Path(args.out)
+    model = load_model(args.model)
+    names = correctly_classified(model, Path(args.data_dir), args.n)
+    subset = subset_folder(Path(args.data_dir), names, out / "inputs")
+    for delta in args.deltas:
+        folders = []
+        for method in methods:
+            folder = out / f"{args.norm}-{delta:g}" / method
+            config = AttackConfig(
+                method=method, model=args.model, delta=delta, norm=args.norm, steps=args.steps
+            )
+            AttackRun(subset, folder, config, RunOptions(progress=False), model=model).run()
+            folders.append(folder)
+        evaluation = evaluate_folders(folders, models=[args.model, *args.targets])
+        short = [t.name.split("/")[-1].removesuffix(".tflite") for t in evaluation.targets]
+        print(f"\n{len(names)} images {args.model} classifies correctly, norm {args.norm}, "
+              f"delta {delta:g}, T = {args.steps}; success % over the images each model "
+              "classifies correctly (white-box model first)\n")  # fmt: skip
+        print(f"| method | max level change | {' | '.join(short)} |")
+        print(f"| --- | --- |{' --- |' * len(short)}")
+        for folder, method in zip(folders, methods, strict=True):
+            cells = []
+            for target in evaluation.targets:
+                row = evaluation.row(evaluation.runs[folders.index(folder)].name, target.name,
+                                     "none")  # fmt: skip
+                cells.append(f"{100 * row['success_rate']:.1f}")
+            title = ATTACKS[method].title
+            print(f"| {title} | {largest_level_change(folder)} | {' | '.join(cells)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
