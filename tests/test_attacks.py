@@ -247,7 +247,7 @@ def test_custom_loss_callable(tiny_model):
         (
             {"superpixel": "quickshift"},
             "superpixel 'quickshift' is unknown; "
-            "choose one of slic, slic-skimage, lsc, seeds, grid",
+            "choose one of slic, slic-skimage, lsc, seeds, grid, slic-torch",
         ),
         ({"momentum": -1}, "momentum must be a finite number in [0, 100], got -1"),
     ],

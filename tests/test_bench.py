@@ -64,9 +64,21 @@ def test_bench_reports_every_method_with_stages(tmp_path, nips17, capsys):
         assert m["efficiency"] == pytest.approx(floor * 1 / m["attack_seconds_per_image"])
     assert report["methods"][0]["ratio_to_ifgm"] == 1.0
     assert report["floor_seconds_per_batch"] > 0
-    assert report["peak_rss_mb"] > 100
+    # auto: the built-in model runs channels-last on the CPU; the floor is given in every layout
+    assert report["memory_format"] == "channels_last"
+    assert report["config"]["memory_format"] == "auto"
+    floors = report["floors_seconds_per_image"]
+    assert report["floor_seconds_per_image"] == floors["channels_last"]
+    assert floors["contiguous"] > 0
+    assert "floor (bare forward+backward, channels_last)" in printed
+    assert report["peak_rss_mb"] >= report["peak_rss_methods_mb"] > 100
     ref = report["reference"]
-    assert ref is None or ref["ifgm_over_pgdl2"] > 0
+    if ref is not None:  # torchattacks installed
+        assert floors["plain"] > 0
+        assert ref["repeats"] == 2
+        assert ref["ifgm_over_pgdl2"] > 0
+        assert ref["ifgm_linf_over_pgd_same_model"] > 0
+        assert "| torchattacks.PGD |" in printed
 
 
 def test_reference_batches_never_open_names_outside_the_folder(tmp_path, monkeypatch):
@@ -74,7 +86,8 @@ def test_reference_batches_never_open_names_outside_the_folder(tmp_path, monkeyp
     import torch
     from PIL import Image
 
-    from sai_attack import bench, data
+    from sai_attack import data
+    from sai_attack.bench import reference
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -92,6 +105,65 @@ def test_reference_batches_never_open_names_outside_the_folder(tmp_path, monkeyp
     monkeypatch.setattr(data, "load_image", recording)
     names = data.discover_inputs(folder).names
     assert "../outside.png" in names  # listed with its problem, so it must be filtered
-    batches = bench._load_batches(folder, names, 8, 4, torch.device("cpu"))
+    batches = reference.load_batches(folder, names, 8, 4, torch.device("cpu"))
     assert [b.shape[0] for b in batches] == [1]
     assert not any("outside" in p for p in opened)
+
+
+def test_references_compute_what_our_attacks_compute(monkeypatch):
+    """torchattacks' PGDL2 and PGD on the same model give I-FGM's images (L2 and L-infinity)."""
+    pytest.importorskip("torchattacks")
+    import torch
+
+    from conftest import make_tiny_model, textured_images
+    from sai_attack.bench import reference
+    from sai_attack.pipeline import AttackConfig
+
+    model = make_tiny_model()
+    plain = make_tiny_model()
+    monkeypatch.setattr(reference, "load_plain_model", lambda name, weights: plain)
+    batches = [textured_images(3, 16, seed=0), textured_images(2, 16, seed=1)]
+    settings = AttackConfig(method="ifgm", delta=4.0, steps=3)
+    result = reference.reference_attacks(model, batches, settings, 2, torch.device("cpu"))
+    assert result["images"] == 5
+    assert result["repeats"] == 2
+    for name in reference.COUNTERPARTS:
+        assert result[f"gap to {name} same model"] < 1e-3  # 0-255 units: the same images
+        assert result[name] > 0
+    assert set(reference.PAIRS) <= set(result)
+    assert result["plain_floor"] > 0
+
+
+def test_report_lists_floors_references_and_memory():
+    from sai_attack.bench import BenchReport, MethodTiming, format_report
+
+    config = BenchConfig(input="in", methods=("ifgm",), limit=4).describe()
+    report = BenchReport(
+        config=config, device="cpu", threads=2, interop_threads=1, memory_format="channels_last",
+        floor_seconds_per_batch=0.32, floor_seconds_per_image=0.02,
+        floors_seconds_per_image={"contiguous": 0.04, "channels_last": 0.02, "plain": 0.05},
+        methods=[MethodTiming("ifgm", 4, 1.0, 4.0, 0.25, dict.fromkeys(STAGES, 0.001), 0.2,
+                              1.0, 1.0)],
+        reference={"images": 4, "repeats": 1, "ifgm": 0.2, "ifgm linf": 0.21,
+                   "torchattacks.PGDL2": 0.4, "torchattacks.PGDL2 same model": 0.2,
+                   "torchattacks.PGD": 0.42, "torchattacks.PGD same model": 0.21,
+                   "ifgm_over_pgdl2": 0.5, "ifgm_over_pgdl2_same_model": 1.0,
+                   "ifgm_linf_over_pgd": 0.5, "ifgm_linf_over_pgd_same_model": 1.0,
+                   "gap to torchattacks.PGDL2 same model": 0.0,
+                   "gap to torchattacks.PGD same model": 2e-5},
+        peak_rss_methods_mb=900, peak_rss_mb=1200, omp_wait_policy="PASSIVE",
+        load_average=[3.0, 2.5],
+    )  # fmt: skip
+    text = format_report(report)
+    assert (
+        "model efficientnet-lite0 (channels_last), device cpu (2 threads, 1 inter-op, "
+        "OMP_WAIT_POLICY PASSIVE, load average 3.0 -> 2.5), batch 16, 4 images from in"
+    ) in text
+    assert (
+        "floor (bare forward+backward, channels_last): 0.320 s per batch, 20.0 ms per image; "
+        "ms per image by layout: contiguous 40.0, channels_last 20.0, plain 50.0"
+    ) in text
+    assert "| ifgm | 4.000 | 0.250 | 1.000 | 1.000 |" in text
+    assert "| torchattacks.PGDL2 | 0.400 | 0.500 | 0.200 | 1.000 | 0 |" in text
+    assert "| torchattacks.PGD | 0.420 | 0.500 | 0.210 | 1.000 | 2e-05 |" in text
+    assert "peak RSS 900 MiB after the methods, 1200 MiB in all" in text

@@ -1,9 +1,11 @@
 import csv
 import html
 import io
+import json
 import re
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,15 @@ from scipy.stats import binomtest
 
 from conftest import make_tiny_model
 from sai_attack import data
+from sai_attack.demo import perceptual_cells, perceptual_means, psnr_of
+from sai_attack.metrics import image_metrics
 from sai_attack.models import MODELS, ModelSpec
-from sai_attack.reproduce import PRESETS, RunSpec, Settings, run_reproduce
+from sai_attack.reproduce import PRESETS, RunSpec, Settings, run_reproduce, with_images
+from sai_attack.reproduce.beyond import BEYOND, pareto_front, template_spec
+from sai_attack.reproduce.plan import plan
+from sai_attack.reproduce.sections import SECTIONS
+from sai_attack.reproduce.tables import DISTORTION_COLUMNS, distortion_cells
+from sai_attack.runs import RunItem
 
 EVIL = "<img src=x onerror=alert(1)>.png"
 RATE = r"(\d+\.\d) \[(\d+\.\d), (\d+\.\d)\]"  # a percentage with its 95% interval
@@ -115,6 +124,43 @@ def test_runspec_keys_and_protocols():
     assert RunSpec("ifgm", 16, budget="exact").label == "I-FGM (exact)"
 
 
+def _item(name, delta_eff, ssim=None, ciede=None, p95=None):
+    return RunItem(
+        name, name, Path(name), Path(name), 1, 1, None, delta_eff,
+        ssim=ssim, ciede2000=ciede, ciede2000_p95=p95,
+    )  # fmt: skip
+
+
+def test_psnr_of_delta_eff_equals_the_psnr_of_the_pair():
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    adv = np.clip(clean.astype(int) + rng.integers(-4, 5, clean.shape), 0, 255).astype(np.uint8)
+    m = image_metrics(clean, adv)
+    assert psnr_of(m["delta_eff"]) == pytest.approx(m["psnr"], abs=1e-9)
+    assert psnr_of(0.0) == float("inf")
+    assert psnr_of(255.0) == 0.0
+
+
+def test_perceptual_means_skip_missing_values_and_unchanged_images():
+    items = [
+        _item("a", 1.0, 0.98, 1.0, 3.0),
+        _item("b", 3.0, 0.90, 2.0, 5.0),
+        _item("c", 0.0, 1.0, 0.0, 0.0),  # unchanged: PSNR infinite, left out of its mean
+        _item("d", 2.0),  # a folder written before SSIM and CIEDE2000 existed
+    ]
+    means = perceptual_means(items)
+    assert means["delta_eff"] == pytest.approx(1.5)
+    assert means["ssim"] == pytest.approx((0.98 + 0.90 + 1.0) / 3)
+    assert means["ciede2000"] == pytest.approx(1.0)
+    assert means["ciede2000_p95"] == pytest.approx(8 / 3)
+    psnr = [20 * np.log10(255 / d) for d in (1.0, 3.0, 2.0)]
+    assert means["psnr"] == pytest.approx(np.mean(psnr))
+    assert perceptual_cells(items) == ["1.500", "0.9600", "1.000", "2.667", f"{np.mean(psnr):.2f}"]
+    assert DISTORTION_COLUMNS == ["mean SSIM", "mean CIEDE2000", "CIEDE2000 p95", "mean PSNR (dB)"]
+    assert distortion_cells(items) == perceptual_cells(items)[1:]
+    assert distortion_cells([_item("old", None)]) == ["", "", "", ""]
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
@@ -129,6 +175,7 @@ def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
         "figure4_resize", "figure5_jpeg", "table3_pooling", "figure6_tvm_bitdepth",
         "table4_superpixel_algorithms", "ablation_superpixel_size", "ablation_phi",
         "ablation_gradient_mode", "figure2_foreground_background", "texture_hill",
+        "beyond_control", "beyond_eot", "beyond_transfer", "beyond_pareto",
     }  # fmt: skip
     for key in expected_tables:
         assert (out / "tables" / f"{key}.csv").is_file(), key
@@ -136,7 +183,7 @@ def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     assert figures >= {"figure4_resize", "figure5_jpeg", "figure6_tvm_bitdepth",
                        "ablation_superpixel_size", "ablation_phi", "figure7_visual_delta4",
-                       "figure7_visual_delta16"}  # fmt: skip
+                       "figure7_visual_delta16", "beyond_pareto"}  # fmt: skip
 
     text = paths["html"].read_text(encoding="utf-8")
     parser = _Tables()
@@ -188,6 +235,15 @@ def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
             assert float(match[1]) == pytest.approx(max(expected, 0.001), abs=5e-4), row
             assert (verdict == "tie") == (expected >= 0.05), row
     assert re.fullmatch(r"\d+\.\d\d", ifgm["delta_eff"])
+    # Table 1 shows the perceptual metrics of each run next to its success rates: the means of
+    # the run's results.csv columns (PSNR: finite values; this run attacked every input).
+    with (out / "runs" / "ifgm_d16" / "results.csv").open(newline="") as f:
+        results = [row for row in csv.DictReader(f) if row["status"] == "ok"]
+    for column, name, digits in (("mean SSIM", "ssim", 4), ("mean CIEDE2000", "ciede2000", 3),
+                                 ("mean PSNR (dB)", "psnr", 2)):  # fmt: skip
+        values = [float(row[name]) for row in results]
+        expected = np.mean([v for v in values if np.isfinite(v)])
+        assert float(ifgm[column]) == pytest.approx(expected, abs=1.5 * 10**-digits), column
     # Every measured cell of the defense tables is filled (a spec mismatch leaves blanks).
     for key, columns in (
         ("figure6_tvm_bitdepth", ["tvm", "bitdepth d=3"]),
@@ -198,6 +254,8 @@ def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
         for row in rows:
             for column in columns:
                 assert 0 <= float(row[column]) <= 100, (key, column, row)
+
+    _check_beyond(out, PRESETS["tiny"])
 
     # Re-running resumes: nothing is attacked again and the tables are identical.
     before = {p: p.read_text() for p in (out / "tables").glob("*.csv")}
@@ -225,3 +283,107 @@ def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
         seconds = [float(row[timing]) for row in csv.DictReader(io.StringIO(text))]
         assert len(seconds) == len(PRESETS["tiny"].grad_modes)
         assert all(np.isfinite(s) and s >= 0 for s in seconds), seconds
+
+
+# --------------------------------------------------------------------------------------------
+# Beyond the paper (issue 14)
+# --------------------------------------------------------------------------------------------
+
+
+def _csv_rows(out, key):
+    return list(csv.DictReader(io.StringIO((out / "tables" / f"{key}.csv").read_text())))
+
+
+def _check_beyond(out, preset):
+    """The beyond section of a finished reproduction: one row per planned point, at matched norm."""
+    control = _csv_rows(out, "beyond_control")
+    assert [(r["template"], r["attention"]) for r in control] == [
+        (t, a) for t in preset.control_templates for a in ("no", "yes")
+    ]
+    for row in control:
+        assert abs(float(row["delta_eff"]) - preset.control_delta) < 0.1, row  # matched norm
+        assert int(row["values per channel K"]) >= 1, row
+        for column in ("white-box", "resize gamma=3", "JPEG q=55", "avgpool k=5", "TVM"):
+            assert 0 <= float(row[column]) <= 100, (column, row)
+        assert re.fullmatch(RATE, row["detection"]), row
+    k = {(r["template"], r["attention"]): int(r["values per channel K"]) for r in control}
+    assert k[("pixels", "no")] == 32 * 32  # every pixel of the 32 x 32 attack resolution
+    assert k[("dct", "no")] == k[("dct", "yes")] == round(32 * 32 / 25)  # S = 5, as SLIC's
+    eot = _csv_rows(out, "beyond_eot")
+    assert [r["EoT against"] for r in eot] == ["", "", *preset.eot_defenses, preset.eot_mixed,
+                                               preset.eot_mixed]  # fmt: skip
+    assert all(0 <= float(r["bitdepth:3"]) <= 100 for r in eot)
+    transfer = _csv_rows(out, "beyond_transfer")
+    assert [r["boosters"] for r in transfer] == ["none", "DI + TI", "ensemble"] * 2
+    assert [r["tiny-black"] == "surrogate" for r in transfer] == [False, False, True] * 2
+    pareto = _csv_rows(out, "beyond_pareto")
+    points_per_delta = (
+        2 * len(preset.control_templates)
+        + len(preset.texture_weights)
+        + sum(1 for b in preset.detection_betas if b)
+    )
+    assert len(pareto) == points_per_delta * len(preset.beyond_deltas)
+    assert any(r["front"] == "yes" for r in pareto)
+    assert all(abs(float(r["delta_eff"]) - float(r["delta"])) < 0.1 for r in pareto)
+    # every beyond run attacked exactly the section's images, with the options it names
+    runs = {p.name for p in (out / "runs").iterdir()}
+    assert "sai-fgm_d4_phi0of12_dct" in runs
+    record = json.loads((out / "runs" / "sai-fgm_d16_ens2" / "run.json").read_text())
+    assert record["parameters"]["model"] == "tiny-white,tiny-black"
+    record = json.loads((out / "runs" / "sai-fgm_d4_tw1" / "run.json").read_text())
+    assert record["parameters"]["texture_weight"] == 1.0
+    with (out / "runs" / "sai-fgm_d4_eot-bitdepth3" / "results.csv").open(newline="") as f:
+        assert len(list(csv.DictReader(f))) == preset.beyond_images
+
+
+def test_runspec_beyond_fields_name_their_folder_and_configuration():
+    spec = RunSpec("sai-fgm", 4, extra=(("eot_samples", 2), ("eot", "resize:1..3 avgpool:3,5")))
+    assert spec.key == "sai-fgm_d4_eot-resize1to3+avgpool3-5_eot-samples-2"
+    assert spec.extra == (("eot", "resize:1..3 avgpool:3,5"), ("eot_samples", 2))  # sorted
+    config = spec.config("m", 0)
+    assert (config.eot, config.eot_samples) == ("resize:1..3 avgpool:3,5", 2)
+    # options at their default, and the method's own space, name nothing
+    assert RunSpec("sai-fgm", 4, extra=(("eot_samples", 1),)).key == "sai-fgm_d4"
+    assert RunSpec("sai-fgm", 4, space="superpixels").key == "sai-fgm_d4"
+    assert RunSpec("sai-fgm", 4, space="dct", phi12=0).key == "sai-fgm_d4_phi0of12_dct"
+    assert RunSpec("sai-fgm", 2, texture_weight=0.5).config("m", 0).texture_weight == 0.5
+    assert RunSpec("sai-fgm", 2, texture_weight=0.5).label == "SAI-FGM W=0.5"
+    ens = RunSpec("ifgm", 16, budget="exact", ensemble=1)
+    assert ens.key == "ifgm_d16_exact_ens2"
+    assert ens.config("a", 0, ("b", "c")).model == "a,b"
+    with pytest.raises(ValueError, match="ensemble of the white-box model and 1 black-box model"):
+        ens.config("a", 0)
+    with pytest.raises(ValueError, match="extra option 'delta' is not an option beyond"):
+        RunSpec("ifgm", 4, extra=(("delta", 2.0),))
+    with pytest.raises(ValueError, match="eot_samples must be an integer"):
+        RunSpec("ifgm", 4, extra=(("eot_samples", 0.5),))
+
+
+def test_template_specs_and_the_pareto_front():
+    assert template_spec("pixels", 4, False) == RunSpec("ifgm", 4, budget="exact")
+    assert template_spec("pixels", 4, True).key == "sai-fgm_d4_pixels"
+    assert template_spec("slic", 2, True) == RunSpec("sai-fgm", 2)
+    assert template_spec("grid", 2, False).key == "sai-fgm_d2_grid_phi0of12"
+    assert template_spec("gaussian", 4, True).config("m", 0).space == "gaussian"
+    with pytest.raises(ValueError, match="template 'hexagons' is neither a space nor"):
+        template_spec("hexagons", 4, True)
+    nan = float("nan")
+    points = [(0.5, 0.9), (0.6, 0.9), (0.4, 0.5), (0.4, 0.6), (0.8, 1.0), (nan, 1.0), (0.5, 0.9)]
+    assert pareto_front(points) == [True, False, False, True, True, False, True]
+
+
+def test_every_preset_plans_the_beyond_section_on_its_own_images():
+    assert BEYOND in SECTIONS
+    for preset in PRESETS.values():
+        needs = plan([BEYOND], preset)
+        assert {images for _, images in needs.values()} == {preset.beyond_images}
+        keys = set(needs)
+        assert {template_spec(t, preset.control_delta, a).key for t in preset.control_templates
+                for a in (False, True)} <= keys  # fmt: skip
+        assert set(preset.beyond_deltas) == {2.0, 4.0} or preset.name == "tiny"
+    quick = PRESETS["quick"]
+    assert quick.beyond_images == 32
+    assert with_images(quick, 10).beyond_images == 10
+    assert with_images(quick, 500).beyond_images == 32
+    # runs other sections read with more images keep their larger count
+    assert plan(SECTIONS, quick)["ifgm_d4_exact"][1] == quick.images

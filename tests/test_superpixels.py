@@ -151,7 +151,8 @@ def test_segment_with_merge_reduces_count():
     [
         (
             {"algorithm": "watershed"},
-            "superpixel 'watershed' is unknown; choose one of slic, slic-skimage, lsc, seeds, grid",
+            "superpixel 'watershed' is unknown; "
+            "choose one of slic, slic-skimage, lsc, seeds, grid, slic-torch",
         ),
         ({"size": 0}, "superpixel_size must be a finite number in [1, 4096], got 0"),
         ({"size": 0.000001}, "superpixel_size must be a finite number in [1, 4096], got 1e-06"),

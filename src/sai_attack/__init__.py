@@ -7,6 +7,15 @@ Quick use::
     adv = SAIFGM(model, delta=4)(images, labels)   # images: (B, 3, H, W) in [0, 1]
 """
 
+import os
+
+# PyTorch's OpenMP threads sleep while they wait instead of spinning (unless the environment
+# says otherwise; it takes effect only when torch is imported after this). Spinning threads take
+# the cores from the loader workers' segmentation and from any other process: on this project's
+# 2-core CPU under load, a Lite0 forward+backward took 4-10 x longer with spinning
+# (benchmarks/layout.py). Set before the imports below, which load torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from sai_attack.attacks import (
     ATTACKS,
     FGM,

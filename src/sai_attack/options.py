@@ -51,6 +51,8 @@ class Option:
             ``align_mask``).
         fraction: The CLI also accepts fractions such as ``4/12``.
         exclusive: Options with the same key exclude each other on the command line.
+        many: A string of space-separated words that the CLI takes as one or more arguments
+            (``--eot resize:3 jpeg:55`` gives ``"resize:3 jpeg:55"``).
     """
 
     name: str
@@ -68,6 +70,7 @@ class Option:
     inverted: bool = False
     fraction: bool = False
     exclusive: str | None = None
+    many: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -165,7 +168,9 @@ OPTIONS: dict[str, Option] = _table(
     Option("attack_prediction", bool, False,
            "attack the model's clean prediction instead of the label"),
     Option("space", str, None, "perturbation space instead of the method's own: pixels "
-           "(every pixel free) or superpixels (one value per superpixel, the paper's)",
+           "(every pixel free), superpixels (one value per superpixel, the paper's), or the "
+           "controls with as many values but no image content: dct (the K lowest-frequency "
+           "DCT basis functions) and gaussian (K Gaussian bumps on a regular grid)",
            nullable=True, choices=True),
     Option("mask", str, None, "where the perturbation may go, instead of the method's own: "
            "none, or attention (the binarised class activation map m*, see --phi)",
@@ -180,10 +185,27 @@ OPTIONS: dict[str, Option] = _table(
            "(superpixel methods)"),
     Option("seed", int, 0, "seed of the random initialisation; each image's seed is derived "
            "from it and the image name", low=0, high=2**63 - 1),
+    Option("eot", str, None, "expectation over transformation against defenses: specs as "
+           "for evaluate --defenses (resize:1..3 jpeg:30..90 avgpool:3,5 tvm bitdepth:3 "
+           "median:3); each step's gradient is the mean over eot_samples draws of a defense (a "
+           "spec at random, then one of its values) applied before the model: the true gradient "
+           "of resize, pooling and median, a differentiable approximation of JPEG, BPDA "
+           "(straight through) for the others", nullable=True, metavar="SPEC", many=True),
+    Option("eot_samples", int, 1, "draws K of the random transforms (eot, input_diversity) "
+           "averaged per step; each costs a forward and backward pass", low=1, high=1000,
+           metavar="K"),
+    Option("input_diversity", float, 0.0, "input diversity (DI, Xie et al. 2019): probability "
+           "that an image is resized to a random size and padded before the model at each "
+           "draw; 0: off", low=0.0, high=1.0, metavar="P"),
+    Option("diversity_ratio", float, 1.1, "the largest size of input diversity, as a multiple "
+           "of the image size", low=1.0, low_open=True, high=2.0),
+    Option("translation_invariance", int, 0, "translation invariance (TI, Dong et al. 2019): "
+           "odd size of the Gaussian kernel that smooths the pixel gradient; 0: off", low=0,
+           high=255, metavar="KERNEL"),
     # -- superpixels --------------------------------------------------------------------------
     Option("superpixel", str, "slic", "template algorithm: slic (OpenCV ximgproc), lsc, seeds, "
-           "slic-skimage (scikit-image's SLIC, slower), grid (square SxS blocks)",
-           group="superpixels", choices=True),
+           "slic-skimage (scikit-image's SLIC, slower), grid (square SxS blocks), slic-torch "
+           "(SLIC in torch, batched on the attack device)", group="superpixels", choices=True),
     Option("superpixel_size", float, 5.0, "superpixel size S in pixels, K = H*W/S^2",
            group="superpixels", low=1.0, high=4096.0, metavar="S",
            exclusive="size"),
@@ -198,6 +220,11 @@ OPTIONS: dict[str, Option] = _table(
     Option("grad_mode", str, "noise", "superpixel gradient: noise (w.r.t. the noise vector, the "
            "paper's method), mean or max of the pixel gradients (ablations)",
            group="superpixels", choices=True),
+    Option("texture_weight", float, 0.0, "stego-aware superpixels: each superpixel's noise is "
+           "scaled by (c_k / c_min)^-W, c_k its HILL texture cost (conseal; geometric mean over "
+           "its pixels), so the perturbation goes to the textured regions steganalysis looks at "
+           "least; 0: the paper's method", group="superpixels", low=0.0, high=100.0,
+           metavar="W"),
     # -- attention ----------------------------------------------------------------------------
     Option("phi", float, 4.0 / 12.0, "binarisation threshold of the attention map, in [0, 1] "
            "(the CLI also takes fractions like 4/12); 0 disables attention",
@@ -210,9 +237,10 @@ OPTIONS: dict[str, Option] = _table(
            "by their mean attention, so the perturbation is constant inside every superpixel",
            group="attention", inverted=True, flag="--pixel-mask"),
     # -- the model ----------------------------------------------------------------------------
-    Option("model", str, "efficientnet-lite0", "white-box model: a built-in name, or "
-           "torchvision:<arch> / timm:<name> together with weights", group="model",
-           metavar="NAME"),
+    Option("model", str, "efficientnet-lite0", "white-box model: a built-in name, "
+           "torchvision:<arch> / timm:<name> together with weights, or an ensemble of built-in "
+           "names separated by commas (efficientnet-lite0,efficientnet-lite1: logits averaged)",
+           group="model", metavar="NAME"),
     Option("weights", str, None, "model weights: a .pt/.pth state dict (loaded with "
            "torch.load(weights_only=True)) or .safetensors; required for torchvision:/timm: "
            "models, never downloaded", group="model", nullable=True, metavar="PATH"),
@@ -238,6 +266,15 @@ OPTIONS: dict[str, Option] = _table(
            "float32", group="execution"),
     Option("deterministic", bool, False, "deterministic kernels "
            "(torch.use_deterministic_algorithms); matters on GPU", group="execution"),
+    Option("cache_dir", str, None, "keep superpixel templates, clean predictions and attention "
+           "maps in this folder, keyed by image content and every setting they depend on, and "
+           "reuse them in later runs (delta sweeps, reproduce, repeated runs); default: none",
+           group="execution", nullable=True, metavar="DIR"),
+    Option("memory_format", str, "auto", "memory layout of the network: channels_last (NHWC, "
+           "faster convolutions on the CPU), contiguous (PyTorch's default, the exact results of "
+           "earlier versions), or auto: channels_last for the built-in models on the CPU, else a "
+           "short measurement of both; the layouts agree up to float rounding (8-bit pixels may "
+           "round the other way)", group="execution", choices=True),
 )  # fmt: skip
 """Every option by parameter name."""
 

@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import connected_components
 from skimage.color import rgb2lab
 from skimage.segmentation import slic as _skimage_slic
 
-from sai_attack import options
+from sai_attack import options, torch_slic
 
 logger = logging.getLogger(__name__)
 
@@ -136,13 +136,16 @@ SUPERPIXEL_ALGORITHMS: dict[str, SegmentFn] = {
     "lsc": _lsc,
     "seeds": _seeds,
     "grid": _grid,
+    "slic-torch": torch_slic.TorchSLIC(),
 }
 """Superpixel algorithms by name.
 
 ``slic`` is OpenCV's SLIC (contrib ``ximgproc``), ``slic-skimage`` scikit-image's: both implement
 Achanta et al.'s SLIC with the same distance, but scikit-image searches a 4S x 4S window around
 each centre instead of 2S x 2S and takes about 2.5 times as long. ``lsc`` and ``seeds`` are
-OpenCV's LSC and SEEDS; ``grid`` is a regular grid of S x S blocks.
+OpenCV's LSC and SEEDS; ``grid`` is a regular grid of S x S blocks. ``slic-torch`` is SLIC
+in torch (:mod:`sai_attack.torch_slic`): it is ``batched``, so :func:`segment_batch` runs it on
+the images' device in the calling process, a whole batch at once, merging included.
 """
 options.register_choices("superpixel", SUPERPIXEL_ALGORITHMS)
 
@@ -249,7 +252,11 @@ def segment(
     config = SuperpixelConfig(algorithm, size, n_segments, compactness, merge_beta)  # validates
     image = _check_image(image)
     h, w = image.shape[:2]
-    k = n_segments if n_segments is not None else num_segments_for((h, w), config.size)
+    k = config.count((h, w))
+    if config.batched:  # the tensor path, so a template is the same whichever way it is made
+        tensor = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
+        labels = SUPERPIXEL_ALGORITHMS[algorithm].segment(tensor, k, compactness, merge_beta)
+        return labels[0].numpy()
     s = math.sqrt(h * w / k)
     labels = relabel(np.asarray(SUPERPIXEL_ALGORITHMS[algorithm](image, k, s, compactness)))
     if merge_beta > 0:
@@ -284,6 +291,16 @@ class SuperpixelConfig:
         set_(self, "size", None if size is None else options.check("superpixel_size", size))
         set_(self, "compactness", options.check("compactness", self.compactness))
         set_(self, "merge_beta", options.check("merge_beta", self.merge_beta))
+
+    @property
+    def batched(self) -> bool:
+        """Whether :func:`segment_batch` runs the algorithm on a device, a batch at a time."""
+        return bool(getattr(SUPERPIXEL_ALGORITHMS[self.algorithm], "batched", False))
+
+    def count(self, shape: tuple[int, int]) -> int:
+        """The superpixel count K requested for an (H, W) image."""
+        k = self.n_segments
+        return num_segments_for(shape, self.size) if k is None else k
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Segment an (H, W, 3) image; see :func:`segment`."""
@@ -360,10 +377,20 @@ def stack_labels(templates: list[np.ndarray] | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr).astype(np.int64))
 
 
-def segment_batch(images: torch.Tensor, config: SuperpixelConfig) -> torch.Tensor:
-    """Segment (B, 3, H, W) images in [0, 1]; returns (B, H, W) int64 labels on their device."""
+def segment_batch(
+    images: torch.Tensor, config: SuperpixelConfig, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Segment (B, 3, H, W) images in [0, 1]; returns (B, H, W) int64 labels on their device.
+
+    A ``batched`` algorithm runs on ``device`` (default: the images' own), the whole batch at
+    once; the others run image by image on the CPU. Both give the labels :func:`segment` gives.
+    """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(images.shape)}")
+    if config.batched:
+        on, k = images.detach().to(device or images.device), config.count(images.shape[-2:])
+        fn, c = SUPERPIXEL_ALGORITHMS[config.algorithm], config  # runs on `on`'s device
+        return fn.segment(on, k, c.compactness, c.merge_beta).to(images.device)
     arrays = torch.round(images.detach().clamp(0, 1) * 255).to(torch.uint8)
     arrays = arrays.permute(0, 2, 3, 1).cpu().numpy()
     return stack_labels([config(a) for a in arrays]).to(images.device)

@@ -8,6 +8,7 @@ norm="linf")``.
 
 from sai_attack import options
 from sai_attack.attacks.base import LOSSES, Attack, AttackResult
+from sai_attack.attacks.control_spaces import CONTROL_SPACES, DCTSpace, GaussianSpace
 from sai_attack.attacks.fgm import FGM
 from sai_attack.attacks.ifgm import IFGM
 from sai_attack.attacks.masks import MASKS, AttentionMask, Mask
@@ -36,6 +37,7 @@ ATTACKS: dict[str, type[Attack]] = {
 """The paper's methods (presets) by CLI name."""
 options.register_choices("method", ATTACKS)
 
+SPACES.update(CONTROL_SPACES)  # the control experiment's spaces (dct, gaussian), by name
 options.register_choices("space", SPACES)
 
 METHOD_NAMES: dict[str, str] = {name: cls.title for name, cls in ATTACKS.items()}
@@ -66,6 +68,7 @@ def register_attack(name: str, cls: type[Attack]) -> None:
 __all__ = [
     "ATTACKS",
     "BUDGETS",
+    "CONTROL_SPACES",
     "DEFAULT_METHOD",
     "FGM",
     "GRAD_MODES",
@@ -83,6 +86,8 @@ __all__ = [
     "Attack",
     "AttackResult",
     "AttentionMask",
+    "DCTSpace",
+    "GaussianSpace",
     "Mask",
     "Momentum",
     "Nesterov",

@@ -42,6 +42,7 @@ from sai_attack.attacks.norms import (  # noqa: F401  (re-exported: the historic
 )
 from sai_attack.attacks.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 from sai_attack.attacks.spaces import SPACES, Space, make_space
+from sai_attack.attacks.transforms import InputTransform, Transforms
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -116,6 +117,9 @@ class Attack:
         optimizer: An ``OPTIMIZERS`` name or an :class:`Optimizer`; None takes the preset's.
         momentum: Decay factor mu of the momentum and Nesterov rules.
         random_start: Start from a uniformly random point of the budget (PGD).
+        transforms: :class:`~sai_attack.attacks.transforms.InputTransform` objects applied to
+            the adversarial images before the model (EoT over defenses, DI, TI), in order.
+        eot_samples: K, the draws of the random transforms averaged per step.
 
     Example:
         >>> atk = Attack(model, space=SuperpixelSpace(), mask=AttentionMask(),  # doctest: +SKIP
@@ -158,6 +162,8 @@ class Attack:
         optimizer: str | Optimizer | None = options.default("optimizer"),
         momentum: float = options.default("momentum"),
         random_start: bool = options.default("random_start"),
+        transforms: Sequence[InputTransform] = (),
+        eot_samples: int = options.default("eot_samples"),
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -173,6 +179,7 @@ class Attack:
             optimizer if optimizer is not None else self.optimizer_name, momentum
         )
         self.random_start = options.check("random_start", random_start)
+        self.transforms = Transforms(transforms, eot_samples)  # none: the plain objective
         self.delta = options.check("delta", delta)
         self.steps = options.check("steps", 1 if self.optimizer.one_step else steps)
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
@@ -284,10 +291,11 @@ class Attack:
             )
         space = self.space.bind(images, templates, mask, eps, self.budget, self.norm)
         v = space.init(seeds, alpha, self.random_start)
+        transforms = self.transforms.bind(seeds)
         state: dict = {}
         for _ in range(self.steps):
             point = self.optimizer.lookahead(v, state, alpha, self.norm, space.sizes)
-            grad = space.gradient(point, lambda x: self.objective(x, labels, targets))
+            grad = transforms.gradient(space, point, lambda x: self.objective(x, labels, targets))
             v = space.step(v, alpha * self.optimizer.direction(grad, state, self.norm))
         adv = space.finish(v)
         return AttackResult(
@@ -316,6 +324,7 @@ class Attack:
             "random_start": self.random_start,
             **self.space.describe(),
             **self.mask_part.describe(),
+            **self.transforms.describe(),
         }
         return described
 

@@ -22,6 +22,7 @@ import torch
 from sai_attack import options
 from sai_attack import superpixels as sp
 from sai_attack.attacks.norms import apply_budget, project
+from sai_attack.texture_cost import texture_weights
 
 GRAD_MODES = ("noise", "mean", "max")
 """How a superpixel's gradient is obtained: w.r.t. the noise vector n (the paper's method), or the
@@ -75,7 +76,13 @@ class Space:
     uses_superpixels = False
 
     @classmethod
-    def from_settings(cls, config: sp.SuperpixelConfig, grad_mode: str, init_scale: float) -> Space:
+    def from_settings(
+        cls,
+        config: sp.SuperpixelConfig,
+        grad_mode: str,
+        init_scale: float,
+        texture_weight: float = options.default("texture_weight"),
+    ) -> Space:
         """The space from a run's superpixel settings (ignoring those it does not use)."""
         return cls()
 
@@ -161,10 +168,17 @@ class _SuperpixelBound(Bound):
         self.templates = templates  # (B, H, W) int64
         self.counts = [int(k) + 1 for k in templates.flatten(1).amax(dim=1).tolist()]
         self.sizes = 3 * torch.tensor(self.counts, dtype=torch.float64)
+        # (B, 1, K) texture weights in (0, 1], or None: W = 0 leaves the paper's method untouched.
+        weight = space.texture_weight
+        self.weights = texture_weights(images, templates, weight) if weight > 0 else None
+
+    def paint(self, n: torch.Tensor) -> torch.Tensor:
+        """``f(n; t)``: (B, 3, H, W) from noise (B, 3, K), scaled by the texture weights."""
+        return sp.fill(n if self.weights is None else n * self.weights, self.templates)
 
     def render(self, n: torch.Tensor) -> torch.Tensor:
         """``Scale_eps(Crop_m(f(n; t)))``: (B, 3, H, W) from noise (B, 3, K)."""
-        painted = sp.fill(n, self.templates)
+        painted = self.paint(n)
         if self.mask is not None:
             painted = painted * self.mask
         return apply_budget(painted, self.eps, self.budget, self.norm)
@@ -220,6 +234,12 @@ class SuperpixelSpace(Space):
         grad_mode: ``noise`` (gradient w.r.t. n, the paper), ``mean`` or ``max`` (ablations).
         init_scale: Size of the random n_0 in units of the step alpha: its L2 norm (L2), or the
             half-width of its uniform range (L-infinity). A random start uses the whole budget.
+        texture_weight: Stego-aware SAI: W > 0 paints ``w_k * n_k`` instead of ``n_k``, with
+            ``w_k = (c_k / c_min)^-W`` from each superpixel's HILL cost ``c_k``
+            (:func:`~sai_attack.texture_cost.texture_weights`), so the perturbation moves to
+            textured superpixels. The weights are in (0, 1], so the L-infinity box on ``n`` still
+            holds for the painted values; with the ``exact`` L-infinity budget every perturbed
+            value is at ``+-eps`` whatever its weight, so W changes nothing there. 0: the paper.
     """
 
     name = "superpixels"
@@ -230,19 +250,25 @@ class SuperpixelSpace(Space):
         config: sp.SuperpixelConfig | None = None,
         grad_mode: str = options.default("grad_mode"),
         init_scale: float = 1.0,
+        texture_weight: float = options.default("texture_weight"),
     ) -> None:
         if not init_scale >= 0:
             raise ValueError(f"init_scale must be >= 0, got {init_scale}")
         self.config = config if config is not None else sp.SuperpixelConfig()
         self.grad_mode = options.check("grad_mode", grad_mode)
         self.init_scale = float(init_scale)
+        self.texture_weight = options.check("texture_weight", texture_weight)
 
     @classmethod
     def from_settings(
-        cls, config: sp.SuperpixelConfig, grad_mode: str, init_scale: float
+        cls,
+        config: sp.SuperpixelConfig,
+        grad_mode: str,
+        init_scale: float,
+        texture_weight: float = options.default("texture_weight"),
     ) -> SuperpixelSpace:
-        """The space with these template settings, gradient mode and initial scale."""
-        return cls(config, grad_mode, init_scale)
+        """The space with these template settings, gradient mode, scale and texture weight."""
+        return cls(config, grad_mode, init_scale, texture_weight)
 
     def templates(self, images: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor:
         """``given`` on the images' device (checked), or the templates of ``config``."""
@@ -270,6 +296,7 @@ class SuperpixelSpace(Space):
             "merge_beta": c.merge_beta,
             "grad_mode": self.grad_mode,
             "init_scale": self.init_scale,
+            "texture_weight": self.texture_weight,
         }
 
 
@@ -283,6 +310,7 @@ def make_space(
     config: sp.SuperpixelConfig | None = None,
     grad_mode: str = options.default("grad_mode"),
     init_scale: float = 1.0,
+    texture_weight: float = options.default("texture_weight"),
 ) -> Space:
     """A :class:`Space` from a name of ``SPACES`` and the superpixel settings, or an instance.
 
@@ -295,4 +323,5 @@ def make_space(
     if not isinstance(space, str):
         raise TypeError(f"space must be a name or a Space, got {type(space).__name__}")
     cls = SPACES[options.check("space", space)]
-    return cls.from_settings(config or sp.SuperpixelConfig(), grad_mode, init_scale)
+    settings = config or sp.SuperpixelConfig()
+    return cls.from_settings(settings, grad_mode, init_scale, texture_weight=texture_weight)

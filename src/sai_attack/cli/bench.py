@@ -8,7 +8,7 @@ from sai_attack.attacks import ATTACKS
 from sai_attack.cli.options import add_argument, add_command, add_options, names_in, option_values
 from sai_attack.options import Option
 
-BENCH_EXECUTION = ("batch_size", "device", "workers", "amp")
+BENCH_EXECUTION = ("batch_size", "device", "workers", "amp", "memory_format")
 REPEATS = Option("repeats", int, 1, "time every method this many times, in turn, and report "
                  "the median", low=1, high=1000)  # fmt: skip
 
@@ -17,8 +17,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Measure speed and memory of every method.
 
     Times every method through the real attack pipeline on the same images: images/s, s/image,
-    stage split, ratio to I-FGM, efficiency against the model's bare forward+backward pass,
-    peak memory, and torchattacks PGDL2 as a reference.
+    stage split, ratio to I-FGM, efficiency against the model's bare forward+backward pass (the
+    floor, given in every memory layout), peak memory, and the attack loop of I-FGM against
+    torchattacks' PGDL2 and PGD (L-infinity) on the plain network and on the same model.
     """
     from sai_attack.bench import BenchConfig, format_report, run_bench, write_json
 
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="methods to time (default: all)")  # fmt: skip
     add_argument(p, REPEATS)
     p.add_argument("--no-reference", action="store_true",
-                   help="skip the torchattacks PGDL2 reference")  # fmt: skip
+                   help="skip the torchattacks PGDL2 and PGD references")  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="also write the measurements as JSON")
     attack_names = [n for n in names_in("attack", "superpixels", "attention", "model")
                     if n != "method"]  # fmt: skip

@@ -68,6 +68,13 @@ def _help(option: Option, default: Any) -> str:
     return f"{option.help} (default {shown})"
 
 
+class _JoinWords(argparse.Action):
+    """Store one or more words as one space-separated string (options with ``many``)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
+        setattr(namespace, self.dest, " ".join(values))
+
+
 def argument(option: Option, default: Any = None, help: str | None = None) -> dict[str, Any]:
     """The ``add_argument`` keywords of ``option`` (``default`` overrides the table's)."""
     value = option.default if default is None else default
@@ -77,6 +84,8 @@ def argument(option: Option, default: Any = None, help: str | None = None) -> di
         kwargs["default"] = value
         return kwargs
     kwargs.update(type=value_type(option), default=value)
+    if option.many:
+        kwargs.update(nargs="+", action=_JoinWords)
     if option.choices:
         kwargs["choices"] = list(option.names())
     if option.metavar:
@@ -89,9 +98,13 @@ def add_options(
     names: Iterable[str],
     defaults: Mapping[str, Any] | None = None,
     helps: Mapping[str, str] | None = None,
+    nargs: Mapping[str, str] | None = None,
 ) -> None:
-    """Add the table options ``names`` to ``parser``, in argument groups by option group."""
-    defaults, helps = defaults or {}, helps or {}
+    """Add the table options ``names`` to ``parser``, in argument groups by option group.
+
+    ``nargs`` lets a command take several values of an option (``{"delta": "+"}``).
+    """
+    defaults, helps, nargs = defaults or {}, helps or {}, nargs or {}
     wanted = set(names)
     groups: dict[str, argparse._ArgumentGroup] = {}
     exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
@@ -105,10 +118,10 @@ def add_options(
             if option.exclusive not in exclusive:
                 exclusive[option.exclusive] = target.add_mutually_exclusive_group()
             target = exclusive[option.exclusive]
-        target.add_argument(
-            option.cli_flag,
-            **argument(option, defaults.get(option.name), helps.get(option.name)),
-        )
+        kwargs = argument(option, defaults.get(option.name), helps.get(option.name))
+        if option.name in nargs:
+            kwargs["nargs"] = nargs[option.name]
+        target.add_argument(option.cli_flag, **kwargs)
 
 
 def option_values(args: argparse.Namespace, *groups: str) -> dict[str, Any]:

@@ -53,6 +53,25 @@ def _check_odd_kernel(name: str, k: float | int) -> int:
     return int(k)
 
 
+GRADIENTS = {
+    "true": "the defense's own gradient (it is differentiable)",
+    "approximate": "the defended image in the forward pass, the gradient of a differentiable "
+    "approximation in the backward pass",
+    "bpda": "the defended image in the forward pass, the identity in the backward pass "
+    "(BPDA, Athalye et al., ICML 2018)",
+}
+"""What :meth:`Defense.with_gradient` passes back, by the value of :attr:`Defense.gradient`."""
+
+
+def substitute_gradient(value: torch.Tensor, stand_in: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass, the gradient of ``stand_in`` in the backward pass.
+
+    ``stand_in - stand_in.detach()`` is exactly zero, so the result equals ``value`` bit for bit;
+    with ``stand_in`` the input itself this is BPDA's straight-through estimator.
+    """
+    return value.detach() + (stand_in - stand_in.detach())
+
+
 def _format_param(value: float | int) -> str:
     """A parameter as it appears in a spec: ints as they are, floats without trailing zeros."""
     if isinstance(value, (int, np.integer)):
@@ -71,6 +90,8 @@ class Defense:
         param_name: Name of the single swept parameter, or ``None``.
         param_type: ``int`` or ``float``.
         differentiable: Whether gradients through the defense are meaningful.
+        gradient: What :meth:`with_gradient` passes back (a key of :data:`GRADIENTS`): ``true``
+            for differentiable defenses, else ``approximate`` or ``bpda``.
         randomized: Whether the output depends on ``seeds``.
         description: One line for listings.
         example: A valid spec, quoted by the error for a missing parameter.
@@ -80,6 +101,7 @@ class Defense:
     param_name: ClassVar[str | None] = None
     param_type: ClassVar[type] = float
     differentiable: ClassVar[bool] = False
+    gradient: ClassVar[str] = "bpda"
     randomized: ClassVar[bool] = False
     description: ClassVar[str] = ""
     example: ClassVar[str] = ""
@@ -107,6 +129,26 @@ class Defense:
         with torch.no_grad():
             return self.apply(images, seeds)
 
+    def surrogate(self, images: torch.Tensor) -> torch.Tensor:
+        """The differentiable approximation behind ``gradient = "approximate"``."""
+        raise NotImplementedError(f"defense {self.name!r} has no differentiable approximation")
+
+    def with_gradient(
+        self, images: torch.Tensor, seeds: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """The defended images, with the gradient :attr:`gradient` names (for attacks: EoT).
+
+        The forward value is always the defense's own output (what a defended classifier sees);
+        only the backward pass differs: the true gradient, the approximation's, or the identity.
+        """
+        _check_images(images)
+        if self.gradient == "true":
+            return self.apply(images, seeds)
+        with torch.no_grad():
+            value = self.apply(images.detach(), seeds)
+        stand_in = images if self.gradient == "bpda" else self.surrogate(images)
+        return substitute_gradient(value, stand_in)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
 
@@ -122,6 +164,7 @@ class NoDefense(Defense):
 
     name = "none"
     differentiable = True
+    gradient = "true"
     description = "no defense"
     example = "none"
 

@@ -108,6 +108,7 @@ class Resize(Defense):
     name = "resize"
     param_name = "gamma"
     differentiable = True
+    gradient = "true"
     description = "downscale by gamma and upscale back (bilinear)"
     example = "resize:2"
 
@@ -131,6 +132,7 @@ class _WindowDefense(Defense):
     param_name = "k"
     param_type = int
     differentiable = True
+    gradient = "true"
     window_filter: ClassVar[Callable[[torch.Tensor, int], torch.Tensor]]
 
     def __init__(self, k: int) -> None:

@@ -1,9 +1,9 @@
 """The HILL cost of an image and the texture and perturbation statistics of its two regions.
 
 HILL: B. Li, M. Wang, J. Huang and X. Li, "A new cost function for spatial image steganography",
-ICIP 2014, computed by conseal on the 8-bit luminance; :mod:`sai_attack.detection.texture` applies
-it to the attention foreground and background of a run's images (its docstring has the
-definitions).
+ICIP 2014, computed by conseal on the 8-bit luminance (:func:`sai_attack.texture_cost.hill_cost`,
+which the stego-aware attack reads too); :mod:`sai_attack.detection.texture` applies it to the
+attention foreground and background of a run's images (its docstring has the definitions).
 """
 
 from __future__ import annotations
@@ -12,31 +12,9 @@ import math
 
 import numpy as np
 
-from sai_attack.detection.features import luminance
+from sai_attack.texture_cost import hill_cost
 
-_RUST_MIN_SIZE = 16
-
-
-def hill_cost(image: np.ndarray) -> np.ndarray:
-    """HILL cost map of an image's luminance (conseal; Rust backend from 16 x 16 pixels up).
-
-    Args:
-        image: (H, W, 3) uint8 RGB, or (H, W) uint8 gray.
-
-    Returns:
-        (H, W) float32 costs; larger = smoother.
-    """
-    import conseal as cl
-
-    gray = image if image.ndim == 2 else luminance(image)
-    if gray.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {gray.dtype}")
-    gray = np.ascontiguousarray(gray)
-    if min(gray.shape) < _RUST_MIN_SIZE:
-        # conseal's Rust HILL panics below 9 x 9 (its 15 x 15 filter's mirrored border).
-        return np.asarray(cl.hill._costmap.compute_cost(gray), np.float32)
-    with cl.tools.BACKEND_RUST:
-        return np.asarray(cl.hill._costmap.compute_cost(gray), np.float32)
+__all__ = ["hill_cost", "region_stats"]
 
 
 def region_stats(

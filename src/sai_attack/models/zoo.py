@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from sai_attack import options
+from sai_attack.models.ensemble import ensemble_members, load_ensemble
+from sai_attack.models.layout import use_memory_format
 from sai_attack.models.wrapper import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -81,6 +83,9 @@ def _efficientnet_lite(variant: int) -> ImageClassifier:
         features=features,
         head=gap_linear_head(net._fc, net._dropout),
         fc=net._fc,
+        # Measured on this project's 2-core CPU: a forward+backward pass at batch 16 in 0.55-0.73
+        # x the default layout's time (benchmarks/layout.py).
+        cpu_memory_format="channels_last",
     )
 
 
@@ -254,18 +259,51 @@ def load_model(
     name: str = DEFAULT_MODEL,
     weights: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    memory_format: str = options.default("memory_format"),
 ) -> ImageClassifier:
-    """Build a classifier by name.
+    """Build a classifier by name, ready for attacks.
 
     Args:
-        name: A built-in name (``efficientnet-lite0``, ``-lite1``, ``-lite2``), or
-            ``torchvision:<arch>`` / ``timm:<name>`` together with ``weights``.
+        name: A built-in name (``efficientnet-lite0``, ``-lite1``, ``-lite2``),
+            ``torchvision:<arch>`` / ``timm:<name>`` together with ``weights``, or names joined
+            by commas: an :class:`~sai_attack.models.ensemble.EnsembleClassifier`.
         weights: A ``.pt``/``.pth``/``.bin`` state dict or a ``.safetensors`` file. For built-in
             models it replaces the packaged weights.
         device: Where to put the model.
+        memory_format: The network's layout (``auto``, ``channels_last``, ``contiguous``; see
+            :func:`~sai_attack.models.layout.resolve_memory_format`). ``contiguous`` computes
+            exactly as versions before this option.
 
     Returns:
-        The :class:`ImageClassifier` in eval mode.
+        The :class:`ImageClassifier` in eval mode, BatchNorm folded into the convolutions (for
+        the built-in models), parameters frozen.
+
+    Raises:
+        ValueError: Unknown name.
+        WeightsError: Missing or unusable weights.
+    """
+    if ensemble_members(name) is not None:  # surrogates, logits averaged (models/ensemble.py)
+        if weights is not None:
+            raise ValueError(f"weights cannot be given for the model ensemble {name!r}")
+        model = load_ensemble(name, lambda member: load_model(member, None, device, "contiguous"))
+        return use_memory_format(model, memory_format)
+    model = load_plain_model(name, weights)
+    _fuse_efficientnet_batchnorm(model.net)
+    model.requires_grad_(False)  # attacks differentiate w.r.t. the input only
+    model = model.to(device).eval()
+    use_memory_format(model, memory_format)
+    logger.debug("loaded model %s (%s)", name, model.memory_format)
+    return model
+
+
+def load_plain_model(
+    name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None
+) -> ImageClassifier:
+    """The network as a user of its package would load it: the reference for speed comparisons.
+
+    The same weights and preprocessing as :func:`load_model`, in eval mode on the CPU, but as the
+    package builds it: BatchNorm layers kept, parameters requiring gradients, PyTorch's default
+    layout.
 
     Raises:
         ValueError: Unknown name.
@@ -290,10 +328,7 @@ def load_model(
             f"unknown model {name!r}; choose one of {', '.join(MODELS)}, "
             "or torchvision:<arch> / timm:<name> with --weights"
         )
-    _fuse_efficientnet_batchnorm(model.net)
-    model.requires_grad_(False)  # attacks differentiate w.r.t. the input only
-    logger.debug("loaded model %s", name)
-    return model.to(device).eval()
+    return model.eval()
 
 
 def _fuse_efficientnet_batchnorm(net: nn.Module) -> None:

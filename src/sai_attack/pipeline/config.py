@@ -19,13 +19,20 @@ from sai_attack import superpixels as sp
 from sai_attack.attacks import ATTACKS, MASKS, SPACES, Attack
 from sai_attack.attacks.masks import make_mask
 from sai_attack.attacks.spaces import make_space
+from sai_attack.attacks.transforms import (
+    DefenseSampler,
+    InputDiversity,
+    InputTransform,
+    TranslationInvariance,
+)
+from sai_attack.defenses import expand_defense_spec
 
 CONFIG_GROUPS = ("attack", "superpixels", "attention", "model")
 """Option groups that shape the results: the fields of :class:`AttackConfig`."""
 
 COMMON_PARAMETERS = (
     "delta", "steps", "loss", "targeted", "budget", "seed", "norm", "optimizer", "momentum",
-    "random_start",
+    "random_start", "eot_samples",
 )  # fmt: skip
 """Parameters every attack takes."""
 
@@ -46,6 +53,34 @@ def _config_post_init(self: Any) -> None:
         self.superpixel_size = None  # the count replaces the size
     if self.budget is None:
         self.budget = ATTACKS[self.method].default_budget
+    if self.texture_weight and not SPACES[_space_name(self)].uses_superpixels:
+        raise ValueError(
+            f"texture_weight {self.texture_weight:g} needs a superpixel space, got space "
+            f"{_space_name(self)!r}"
+        )
+    _transforms(self)  # a bad eot spec or TI kernel fails here, before any work
+
+
+def _eot_groups(spec: str) -> list[list]:
+    groups = []
+    for word in spec.split():
+        try:
+            groups.append(expand_defense_spec(word))
+        except ValueError as exc:
+            raise ValueError(f"eot {word!r}: {exc}") from None
+    return groups
+
+
+def _transforms(self: Any) -> list[InputTransform]:
+    """The attack's transform chain: TI (smooths the whole gradient), EoT, then DI."""
+    chain: list[InputTransform] = []
+    if self.translation_invariance:
+        chain.append(TranslationInvariance(self.translation_invariance))
+    if self.eot and self.eot.split():
+        chain.append(DefenseSampler(_eot_groups(self.eot), " ".join(self.eot.split())))
+    if self.input_diversity > 0:
+        chain.append(InputDiversity(self.input_diversity, self.diversity_ratio))
+    return chain
 
 
 def _attack_class(self: Any) -> type[Attack]:
@@ -68,10 +103,14 @@ def _uses_attention(self: Any) -> bool:
 
 def _build_attack(self: Any, model: torch.nn.Module) -> Attack:
     kwargs = {name: getattr(self, name) for name in COMMON_PARAMETERS}
-    kwargs["space"] = make_space(_space_name(self), self.superpixel_config(), self.grad_mode)
+    kwargs["space"] = make_space(
+        _space_name(self), self.superpixel_config(), self.grad_mode,
+        texture_weight=self.texture_weight,
+    )  # fmt: skip
     kwargs["mask"] = make_mask(
         self.mask or ATTACKS[self.method].mask_name, self.phi, self.attention, self.align_mask
     )
+    kwargs["transforms"] = _transforms(self)
     return ATTACKS[self.method](model, **kwargs)
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from sai_attack import data
-from sai_attack import superpixels as sp
+from sai_attack.pipeline.cache import image_digest
+from sai_attack.pipeline.stores import TemplateSource
 
 T = TypeVar("T")
 
@@ -30,6 +31,8 @@ class Item:
     seconds_load: float = 0.0
     seconds_superpixels: float = 0.0
     sha256: str = ""  # of the input file, so that a resumed run knows it is the same input
+    digest: str = ""  # of the prepared pixels: the key of the template cache's entries
+    template_lookup: str = ""  # what the template cache found (cache.HIT, MISS or REJECTED)
 
 
 def input_sha256(path: Path) -> str:
@@ -42,7 +45,10 @@ def input_sha256(path: Path) -> str:
 
 
 class InputDataset(Dataset):
-    """Loads, resizes/crops and segments images; errors become items with a reason."""
+    """Loads, resizes/crops and segments images; errors become items with a reason.
+
+    ``superpixels`` computes each template or takes it from the template cache.
+    """
 
     def __init__(
         self,
@@ -50,7 +56,7 @@ class InputDataset(Dataset):
         names: list[str],
         stems: dict[str, str],
         size: int,
-        superpixels: sp.SuperpixelConfig | None,
+        superpixels: TemplateSource | None,
         problems: dict[str, str] | None = None,
     ) -> None:
         self.root, self.names, self.stems, self.size = root, names, stems, size
@@ -80,10 +86,11 @@ class InputDataset(Dataset):
             return item
         item.sha256 = hashlib.sha256(payload).hexdigest()
         item.image = data.resize_center_crop(image, self.size)
+        item.digest = image_digest(item.image)
         t1 = time.perf_counter()
         item.seconds_load = t1 - t0
         if self.superpixels is not None:
-            item.superpixels = self.superpixels(item.image)
+            item.superpixels, item.template_lookup = self.superpixels(item.image, item.digest)
             item.seconds_superpixels = time.perf_counter() - t1
         return item
 

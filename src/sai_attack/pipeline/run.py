@@ -14,8 +14,9 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,20 @@ from torch.utils.data import DataLoader
 
 from sai_attack import data, parallel
 from sai_attack.attacks import Attack
-from sai_attack.models import ImageClassifier, load_model
-from sai_attack.pipeline.batch import BatchAttacker, attention_for, skip_row
+from sai_attack.models import ImageClassifier, load_model, use_memory_format
+from sai_attack.pipeline.batch import BatchAttacker, segments_on_device, skip_row
+from sai_attack.pipeline.cache import EntryCache, model_identity
+from sai_attack.pipeline.clean import attention_for
 from sai_attack.pipeline.config import RunOptions
 from sai_attack.pipeline.loading import InputDataset, Item, batches, input_sha256
+from sai_attack.pipeline.mindelta import MinDelta
+from sai_attack.pipeline.stores import (
+    PredictionStore,
+    TemplateSource,
+    counts_text,
+    merge_counts,
+    run_counts,
+)
 from sai_attack.pipeline.summary import successes_over_all, summary_record
 from sai_attack.pipeline.targets import FROM_FILE, check_target_mode, check_target_source
 from sai_attack.runs import STATUS_OK, RunLayout, RunWriter
@@ -37,6 +48,7 @@ from sai_attack.runtime import (
     RunError,
     die_with_parent,
     resolve_device,
+    retain_heap,
     trim_heap,
 )
 
@@ -44,8 +56,9 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("load", "superpixels", "wait", "clean_forward", "attack", "encode", "evaluate")
 """Where a run's time goes (``summary.json``, ``bench``): decoding and resizing and superpixel
-segmentation (in the workers), time the main loop waited for the workers, the clean prediction
-(and CAM), the attack iterations, quantising and PNG encoding, prediction on the saved images
+segmentation or its cache lookup (in the workers), time the main loop waited for the workers,
+the clean prediction and the attention map (or their cache lookup), the attack iterations,
+quantising and PNG encoding, prediction on the saved images
 and their distortion metrics (those computed in line; on a GPU run SSIM and CIEDE2000 run in
 threads beside the next batch)."""
 
@@ -68,6 +81,8 @@ class RunSummary:
     success_rate_all: float = float("nan")
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, dict[str, int]] | None = None
+    min_delta: dict[str, Any] | None = None
     rank: int = 0
     world_size: int = 1
 
@@ -92,6 +107,9 @@ class AttackRun:
         config: The attack parameters (:class:`~sai_attack.pipeline.config.AttackConfig`).
         options: Execution options.
         model: An already loaded model to use instead of ``config.model`` (Python API).
+        min_delta: Search each image's smallest successful delta instead of attacking at
+            ``config.delta`` (which becomes ``min_delta.high``); see
+            :mod:`~sai_attack.pipeline.mindelta`.
     """
 
     def __init__(
@@ -101,13 +119,17 @@ class AttackRun:
         config: Any,
         options: RunOptions | None = None,
         model: ImageClassifier | None = None,
+        min_delta: MinDelta | None = None,
     ) -> None:
         self.input_path = Path(input_path)
         self.out = Path(out)
-        self.config = config
+        self.config = config if min_delta is None else replace(config, delta=min_delta.high)
         self.options = options or RunOptions()
         self.device = resolve_device(self.options.device)
         self._model = model
+        self.min_delta = min_delta
+        self._cache = EntryCache(self.options.cache_dir) if self.options.cache_dir else None
+        self._store: PredictionStore | None = None
 
     def _check_output_folder(self, inputs: data.InputSet) -> None:
         """Refuse an output folder whose files could overwrite or mix with the inputs.
@@ -131,12 +153,15 @@ class AttackRun:
 
     def _record(self, model: ImageClassifier) -> dict:
         parameters = {**self.config.record(), "image_size": self.image_size(model)}
-        return {
+        record = {
             "method": self.config.method,
             "model": model.name,
             "parameters": parameters,
             "input": str(self.input_path),
         }
+        if self.min_delta is not None:
+            record["min_delta"] = self.min_delta.record()
+        return record
 
     def run(self) -> RunSummary:
         """Execute the run; returns the summary (also written to ``summary.json``)."""
@@ -145,9 +170,15 @@ class AttackRun:
         ctx = parallel.context(self.device)
         self.device = ctx.device(self.device)
         self.options.apply_determinism()
-        model = self._model or load_model(self.config.model, self.config.weights)
+        retain_heap()  # the attack's passes reuse their activation pages within a batch
+        layout = self.options.memory_format
+        model = self._model or load_model(self.config.model, self.config.weights,
+                                          memory_format=layout)  # fmt: skip
         model = model.to(self.device).eval()
+        use_memory_format(model, layout, self.options.batch_size, self.image_size(model))
         attention_for(self.config, model)  # a bad attention choice fails before any work
+        if self._cache is not None:
+            self._store = PredictionStore(self._cache, model_identity(model, self.device))
         attack = self.config.build_attack(model)
         attack.autocast = self.options.amp_dtype(self.device)
         inputs = data.discover_inputs(self.input_path, self.options.labels)
@@ -167,12 +198,14 @@ class AttackRun:
             raise RunError(error)
         try:
             summary = self._loop_or_explain(model, attack, inputs, names, ctx, writer)
-            shares = ctx.gather((summary.processed, summary.skipped, summary.timings))
+            shares = ctx.gather((summary.processed, summary.skipped, summary.timings,
+                                 summary.cache))  # fmt: skip
             ctx.barrier()
             if ctx.is_main:
-                summary.processed = sum(p for p, _, _ in shares)
-                summary.skipped = sum(k for _, k, _ in shares)
-                summary.timings = {k: sum(t[k] for _, _, t in shares) for k in summary.timings}
+                summary.processed = sum(s[0] for s in shares)
+                summary.skipped = sum(s[1] for s in shares)
+                summary.timings = {k: sum(s[2][k] for s in shares) for k in summary.timings}
+                summary.cache = merge_counts([s[3] for s in shares])
                 writer.merge_parts(inputs.names)
                 summary.seconds = time.perf_counter() - started
                 self._finish(summary, writer, model, attack, inputs)
@@ -227,12 +260,17 @@ class AttackRun:
         return problems
 
     def _loader(self, inputs: data.InputSet, todo: list[str], size: int) -> DataLoader:
+        templates = (
+            TemplateSource(self.config.superpixel_config(), self._cache)
+            if self.config.uses_superpixels and not segments_on_device(self.config, self.device)
+            else None
+        )
         dataset = InputDataset(
             inputs.root,
             todo,
             data.unique_stems(inputs.names),
             size,
-            self.config.superpixel_config() if self.config.uses_superpixels else None,
+            templates,
             self._problems(inputs, todo),
         )
         batch_size = self.options.batch_size
@@ -269,8 +307,9 @@ class AttackRun:
         attacker = BatchAttacker(
             model, attack, self.config, writer, labels,
             inputs.labels.targets if inputs.labels else {}, self.device,
-            self.options.save_templates,
+            self.options.save_templates, self._store, self.min_delta,
         )  # fmt: skip
+        templates: Counter = Counter()
         progress = self._progress(len(todo))
         pending: tuple[list[Future], list[dict]] | None = None
         try:
@@ -280,6 +319,7 @@ class AttackRun:
                                      self.options.batch_size):  # fmt: skip
                     timings["wait"] += time.perf_counter() - t_wait
                     rows, futures = self._process(attacker, labels, batch, timings)
+                    templates.update(it.template_lookup for it in batch if it.template_lookup)
                     if pending is not None:
                         writer.commit(rows_path, *pending)
                         trim_heap()
@@ -295,6 +335,7 @@ class AttackRun:
             if progress is not None:
                 progress.close()
         summary.timings = timings
+        summary.cache = None if self._cache is None else run_counts(templates, self._store)
         return summary
 
     @staticmethod
@@ -332,15 +373,18 @@ class AttackRun:
         summary.success_rate_all = summary.successes_all / len(rows) if rows else float("nan")
         deltas = [float(r["delta_eff"]) for r in rows if r["delta_eff"]]
         summary.mean_delta_eff = float(np.mean(deltas)) if deltas else float("nan")
+        if summary.cache is not None:
+            logger.info("cache %s: %s", self._cache.root if self._cache else "",
+                        counts_text(summary.cache))  # fmt: skip
         record = self._record(model)
-        writer.write_summary(
-            summary_record(
-                summary,
-                record,
-                attack,
-                rows,
-                inputs.labels is not None,
-                str(self.device),
-                attention_for(self.config, model),
-            )
+        written = summary_record(
+            summary,
+            record,
+            attack,
+            rows,
+            inputs.labels is not None,
+            str(self.device),
+            attention_for(self.config, model),
         )
+        summary.min_delta = written.get("min_delta")
+        writer.write_summary(written)

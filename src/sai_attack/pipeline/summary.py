@@ -80,6 +80,28 @@ def metric_statistics(rows: list[dict[str, str]]) -> dict[str, dict[str, float |
     return stats
 
 
+def min_delta_statistics(rows: list[dict[str, str]], search: dict) -> dict[str, Any]:
+    """The ``min_delta`` search's settings and its median over the correctly classified images.
+
+    Like the paper's success rate, the median is over the images the model classified
+    correctly (all images without labels) whose ``min_delta`` was found; ``not_found`` counts
+    those that resisted even the largest delta.
+    """
+    correct = [r for r in rows if r["label"] in ("", r["clean_pred"])]
+    found = [float(r["min_delta"]) for r in correct if r.get("min_delta")]
+    return {
+        **search,
+        "resolution": (search["high"] - search["low"]) / 2 ** search["steps"],
+        "images": len(correct),
+        "found": len(found),
+        "not_found": len(correct) - len(found),
+        "median": round(float(np.median(found)), 6) if found else None,
+        "text": "per image: results.csv min_delta, the smallest delta whose saved 8-bit image "
+        "fooled the model, by bisection between low and high (steps after trying both); the "
+        "median is over the correctly classified images where one was found",
+    }
+
+
 def weights_record(model: str, weights: str | None) -> dict[str, str | None]:
     """The file a model's weights came from and its SHA-256 (None when not known)."""
     path = weights_file(model, weights)
@@ -114,8 +136,12 @@ def summary_record(
         attention: The attention method that ran (``auto`` resolved), None without attention.
     """
     n_done = summary.processed
+    extra: dict[str, Any] = {}
+    if record.get("min_delta"):
+        extra["min_delta"] = min_delta_statistics(rows, record["min_delta"])
     return {
         **record,
+        **extra,
         "protocol": {
             "norm": attack.norm,
             "budget": attack.budget,
@@ -133,6 +159,7 @@ def summary_record(
             "its mean per image, ciede2000_p95: its 95th percentile per image",
             "labels": "labels CSV" if has_labels else "clean prediction used as label",
             "attention": attention or "none",
+            "transforms": attack.transforms.text(),
         },
         "counts": {
             "inputs": summary.total,
@@ -152,6 +179,7 @@ def summary_record(
         "seconds": round(summary.seconds, 3),
         "images_per_s": round(n_done / summary.seconds, 4) if summary.seconds and n_done else None,
         "timings": {k: round(v, 3) for k, v in summary.timings.items()},
+        "cache": summary.cache,
         "device": device,
         "versions": library_versions(),
     }

@@ -10,12 +10,15 @@ from sai_attack.reproduce.experiments import Rates, Reproduction, defense_specs
 from sai_attack.reproduce.plan import Need, RunSpec, Section, each
 from sai_attack.reproduce.presets import Preset
 from sai_attack.reproduce.tables import (
+    DISTORTION_COLUMNS,
+    DISTORTION_TEXT,
     Figure,
     Finding,
     Lines,
     Measure,
     Panel,
     Table,
+    distortion_cells,
     mean_known,
     num,
 )
@@ -76,14 +79,16 @@ def table1(r: Reproduction) -> None:
             caption=f"Success rate (%) on the first {n} images of {r.s.data.name}; white-box "
             f"model {r.s.model} (*), the others black-box; rates over the images each model "
             f"classifies correctly, with their 95% Wilson interval in brackets (black-box mean: "
-            "over the pooled (model, image) pairs). "
+            f"over the pooled (model, image) pairs); {DISTORTION_TEXT}. "
             f"{PAPER_PROTOCOL if protocol == 'paper' else MATCHED_PROTOCOL}.",
-            columns=["method", "delta_eff", f"{r.s.model}*", *models[1:], "black-box mean"]
+            columns=["method", "delta_eff", *DISTORTION_COLUMNS, f"{r.s.model}*", *models[1:]]
+            + ["black-box mean"]
             + (["paper Inc-v3*", "paper black-box mean"] if protocol == "paper" else []),
         )
         for spec in chosen:
             x = measures(spec)
-            cells = [spec.label, num(r.delta_eff(spec)), *[v.cell() for v in x]]
+            cells = [spec.label, num(r.delta_eff(spec)), *distortion_cells(r.items(spec, n))]
+            cells += [v.cell() for v in x]
             cells.append(Measure.pooled(x[1:]).cell())
             if protocol == "paper":
                 ref = paper.TABLE1[spec.method]

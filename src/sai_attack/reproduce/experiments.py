@@ -211,10 +211,11 @@ class Reproduction:
     def attack(self, spec: RunSpec) -> None:
         """Run (or resume) one planned attack run."""
         self._runs.pop(spec.key, None)
+        config = spec.config(self.s.model, self.s.seed, self.s.black_box)
         run = AttackRun(
             self.s.data,
             self.run_path(spec),
-            spec.config(self.s.model, self.s.seed),
+            config,
             RunOptions(
                 batch_size=self.s.batch_size,
                 device=self.s.device,
@@ -222,8 +223,12 @@ class Reproduction:
                 limit=self.needs[spec.key][1],
                 save_templates=ATTACKS[spec.method].uses_superpixels,
                 progress=False,
+                # Templates, clean predictions and attention maps, shared by every run of the
+                # same images and kept when finished runs are removed.
+                cache_dir=str(self.cache_dir),
             ),
-            model=self.model,
+            # the loaded white-box model, unless the run attacks an ensemble of surrogates
+            model=self.model if config.model == self.s.model else None,
         )
         summary = run.run()
         if summary.processed:
@@ -317,22 +322,32 @@ class Reproduction:
         rows = {(r["run"], r["model"], r["spec"]): r for r in value["rows"]}
         return Rates(rows, value["images"])
 
-    def detect(self, name: str, specs: Sequence[RunSpec]) -> dict[str, dict]:
-        """Detection results per run key (features cached, results cached by their inputs)."""
+    def detect(
+        self, name: str, specs: Sequence[RunSpec], images: int | None = None
+    ) -> dict[str, dict]:
+        """Detection results per run key (features cached, results cached by their inputs).
+
+        Each run's detector sees its attacked images among the first ``images`` inputs (default:
+        the preset's ``images``).
+        """
         from sai_attack.detection import DetectionOptions, detect_runs
 
         specs = list(dict.fromkeys(specs))
+        images = images or self.p.images
         options = dict(
             splits=self.p.detection_splits,
             seed=self.s.seed,
             classifier=self.p.detection_classifier,
         )
         fingerprint = _fingerprint(
-            [(s.key, self._run_state(s)) for s in specs], options, "split-accuracies"
+            [(s.key, self._run_state(s)) for s in specs],
+            options,
+            "split-accuracies",
+            *([images] if images != self.p.images else []),  # earlier caches stay valid
         )
 
         def compute() -> dict[str, dict]:
-            runs = [self.subset(s, self.p.images) for s in specs]
+            runs = [self.subset(s, images) for s in specs]
             opts = DetectionOptions(
                 workers=self.detection_workers, cache_dir=self.cache_dir / "features", **options
             )

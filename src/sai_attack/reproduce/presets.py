@@ -29,6 +29,18 @@ class Preset:
         matched_momentum: Also run MI-FGM under the matched protocol.
         detection_splits: Train/test splits per detector.
         detection_classifier: ``fld`` (the paper's FLD ensemble) or ``logreg``.
+        beyond_images: Images of the "Beyond the paper" section (the first N).
+        beyond_deltas: deltas of its success-against-detection (Pareto) plot.
+        control_delta: delta of its control (templates) and EoT tables.
+        control_templates: Templates of the control table: ``pixels``, a superpixel algorithm,
+            or a control space (``dct``, ``gaussian``).
+        texture_weights: Texture weights W of stego-aware SAI-FGM in the Pareto plot.
+        eot_defenses: One EoT attack against each of these defenses.
+        eot_mixed: One more EoT attack against this mixture of defenses.
+        eot_samples: Defense draws K per EoT step.
+        transfer_delta: delta of the transfer table with boosters.
+        input_diversity: DI probability of the boosted transfer rows.
+        translation_invariance: TI kernel size of the boosted transfer rows.
     """
 
     name: str
@@ -50,6 +62,17 @@ class Preset:
     matched_momentum: bool = True
     detection_splits: int = 5
     detection_classifier: str = "fld"
+    beyond_images: int = 100_000
+    beyond_deltas: tuple[float, ...] = (2.0, 4.0)
+    control_delta: float = 4.0
+    control_templates: tuple[str, ...] = ("pixels", "slic", "grid", "dct", "gaussian")
+    texture_weights: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    eot_defenses: tuple[str, ...] = ("resize:3", "jpeg:55", "avgpool:5", "tvm", "bitdepth:3")
+    eot_mixed: str = "resize:1..3 jpeg:30..90 avgpool:3,5"
+    eot_samples: int = 4
+    transfer_delta: float = 16.0
+    input_diversity: float = 0.5
+    translation_invariance: int = 7
 
 
 PRESETS: dict[str, Preset] = {
@@ -67,6 +90,10 @@ PRESETS: dict[str, Preset] = {
         phis=(0, 4, 8),
         matched_momentum=False,
         detection_splits=3,
+        beyond_images=32,
+        texture_weights=(0.5, 2.0),
+        eot_defenses=("resize:3", "jpeg:55", "avgpool:5"),
+        eot_samples=1,
     ),
     "tiny": Preset(
         name="tiny",
@@ -87,9 +114,16 @@ PRESETS: dict[str, Preset] = {
         matched_momentum=False,
         detection_splits=2,
         detection_classifier="logreg",  # the FLD ensemble's search is slow on tiny sets
+        beyond_images=4,
+        beyond_deltas=(4.0,),
+        texture_weights=(1.0,),
+        eot_defenses=("bitdepth:3",),
+        eot_mixed="resize:1..2 avgpool:3",
+        eot_samples=1,
     ),
 }
-"""``quick``: about 100 images and fewer sweep points (under 30 minutes on a 2-core CPU);
+"""``quick``: about 100 images and fewer sweep points (under 30 minutes on a 2-core CPU; the
+"Beyond the paper" section on 32 images, EoT against three defenses with one draw per step);
 ``full``: every image and every point of the paper; ``tiny``: a smoke test of the whole pipeline
 (a few images, one point per sweep)."""
 
@@ -101,4 +135,9 @@ def with_images(preset: Preset, images: int | None) -> Preset:
     if images < 1:
         raise ValueError(f"images must be >= 1, got {images}")
     share = min(1.0, preset.ablation_images / preset.images)
-    return replace(preset, images=images, ablation_images=max(1, round(images * share)))
+    return replace(
+        preset,
+        images=images,
+        ablation_images=max(1, round(images * share)),
+        beyond_images=min(preset.beyond_images, images),
+    )

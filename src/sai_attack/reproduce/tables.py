@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sai_attack import data
+from sai_attack.demo import PERCEPTUAL_METRICS, perceptual_means
 from sai_attack.report import (
     csv_text,
     discordant,
@@ -22,6 +23,7 @@ from sai_attack.report import (
     rate_interval,
     wilson_interval,
 )
+from sai_attack.runs import RunItem
 
 Lines = dict[str, tuple[list[float], list[float]]]
 """Plotted lines by legend label: (x values, rates in [0, 1])."""
@@ -263,3 +265,23 @@ class Finding:
     def verdict_matched(self) -> str:
         """The same at matched norm (``n/a`` when not measured)."""
         return self.matched_comparison[0]
+
+
+DISTORTION_METRICS = tuple(m for m in PERCEPTUAL_METRICS if m[1] != "delta_eff")
+"""The perceptual metrics a per-method row shows beside its delta_eff column."""
+
+DISTORTION_COLUMNS = [header for header, _, _ in DISTORTION_METRICS]
+"""Their column headers."""
+
+DISTORTION_TEXT = (
+    "SSIM (11x11 Gaussian window, mean of R, G, B), CIEDE2000 (CIELAB colour difference, mean "
+    "per image; p95: its 95th percentile per image; about 1 is just noticeable) and PSNR of the "
+    "saved 8-bit clean/adversarial pairs, means over the attacked images"
+)
+"""How captions describe :data:`DISTORTION_COLUMNS`."""
+
+
+def distortion_cells(items: Sequence[RunItem]) -> list[str]:
+    """The :data:`DISTORTION_COLUMNS` cells of a run's images (empty where unknown)."""
+    means = perceptual_means(items)
+    return [number(means[name], digits) for _, name, digits in DISTORTION_METRICS]

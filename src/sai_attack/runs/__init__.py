@@ -11,7 +11,9 @@ what its record holds or how a row of ``results.csv`` is written lives in this p
 * :mod:`~sai_attack.runs.record`: ``run.json`` and ``summary.json`` (one set of parameter names,
   and the names earlier versions wrote);
 * :mod:`~sai_attack.runs.writer`: :class:`RunWriter`, the only writer (lock, resume, PNGs);
-* :mod:`~sai_attack.runs.reader`: :func:`read_run`, the only reader, with one validation.
+* :mod:`~sai_attack.runs.reader`: :func:`read_run`, the only reader, with one validation;
+* :mod:`~sai_attack.runs.sweep`: the folder of a delta sweep (a run folder per delta,
+  ``sweep.csv``, ``sweep.png``).
 """
 
 from sai_attack.runs.layout import RunLayout, inside
@@ -25,6 +27,7 @@ from sai_attack.runs.results import (
     read_results,
     write_results,
 )
+from sai_attack.runs.sweep import SWEEP_COLUMNS, SweepLayout, read_sweep, write_sweep
 from sai_attack.runs.writer import RunWriter
 
 __all__ = [
@@ -32,11 +35,13 @@ __all__ = [
     "RESULT_COLUMNS",
     "SCHEMA_VERSION",
     "STATUS_OK",
+    "SWEEP_COLUMNS",
     "Run",
     "RunFolderError",
     "RunItem",
     "RunLayout",
     "RunWriter",
+    "SweepLayout",
     "append_rows",
     "format_cell",
     "inside",
@@ -45,5 +50,7 @@ __all__ = [
     "read_results",
     "read_run",
     "read_runs",
+    "read_sweep",
     "write_results",
+    "write_sweep",
 ]

@@ -64,6 +64,8 @@ class RunItem:
         ssim: SSIM of the saved pair (:func:`sai_attack.metrics.ssim`), None in older folders.
         ciede2000: Mean CIEDE2000 colour difference of the saved pair, None in older folders.
         ciede2000_p95: Its 95th percentile over the pixels, None in older folders.
+        min_delta: The smallest successful delta of a ``min_delta`` search, None when none was
+            found or the run made no search.
     """
 
     image: str
@@ -80,6 +82,7 @@ class RunItem:
     ssim: float | None = None
     ciede2000: float | None = None
     ciede2000_p95: float | None = None
+    min_delta: float | None = None
 
     @property
     def reference(self) -> int:
@@ -203,6 +206,7 @@ def _item(folder: Path, row: dict[str, str], targeted: bool) -> RunItem | str:
         ssim=_float_or_none(row.get("ssim")),
         ciede2000=_float_or_none(row.get("ciede2000")),
         ciede2000_p95=_float_or_none(row.get("ciede2000_p95")),
+        min_delta=_float_or_none(row.get("min_delta")),
     )
 
 

@@ -32,8 +32,9 @@ from sai_attack.runtime import RunError
 
 logger = logging.getLogger(__name__)
 
-RESUME_KEYS = ("schema", "method", "model", "parameters")
-"""What a re-run must match in ``run.json`` to resume."""
+RESUME_KEYS = ("schema", "method", "model", "parameters", "min_delta")
+"""What a re-run must match in ``run.json`` to resume (``min_delta``: the search's settings,
+absent from other runs)."""
 
 
 def template_bytes(
