@@ -138,6 +138,8 @@ def test_lite0_preprocessing_matches_reference(lite0):
 @pytest.mark.integration
 def test_lite0_batchnorm_folded_and_frozen(lite0):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())
+    # only the stride-2 convolutions (stem and 4 blocks) keep an explicit, asymmetric padding
+    assert sum(isinstance(m, torch.nn.ZeroPad2d) for m in lite0.modules()) == 5
     assert not any(p.requires_grad for p in lite0.parameters())
     unfused = MODELS["efficientnet-lite0"].builder().eval()
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfused.modules())
@@ -320,3 +322,23 @@ def test_builtin_models_run_channels_last_by_default_and_contiguous_exactly(lite
     assert plain.memory_format == "contiguous"
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
     assert all(p.requires_grad for p in plain.parameters())
+
+
+def test_symmetric_same_padding_is_folded_into_the_convolution():
+    from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+
+    from sai_attack.models.prepare import fold_same_padding
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        Conv2dStaticSamePadding(3, 6, 3, stride=1, image_size=16, groups=3, bias=False),
+        Conv2dStaticSamePadding(6, 6, 5, stride=1, image_size=16, groups=6, bias=False),
+        Conv2dStaticSamePadding(6, 4, 3, stride=2, image_size=16, bias=False),  # pads (0, 1)
+    ).eval()
+    x = torch.rand(2, 3, 16, 16)
+    expected = net(x)
+    assert fold_same_padding(net) == 2
+    assert [tuple(m.padding) for m in net] == [(1, 1), (2, 2), (0, 0)]
+    assert isinstance(net[2].static_padding, torch.nn.ZeroPad2d)  # asymmetric: kept
+    torch.testing.assert_close(net(x), expected, rtol=1e-6, atol=1e-6)
+    assert fold_same_padding(net) == 0  # idempotent

@@ -203,6 +203,8 @@ def test_ensemble_averages_logits_and_takes_the_first_members_cam():
     ensemble = EnsembleClassifier([a, b])
     x = textured_images(2, 16)
     torch.testing.assert_close(ensemble(x), (a(x) + b(x)) / 2)
+    # The network behind an identity normalisation: what the normalisation probe feeds.
+    assert torch.equal(ensemble.net(ensemble.preprocess(x)), ensemble(x))
     logits, features = ensemble.forward_features(x)
     torch.testing.assert_close(logits, (a(x) + b(x)) / 2)
     torch.testing.assert_close(features, a.forward_features(x)[1])

@@ -34,6 +34,33 @@ def ensemble_members(name: str) -> list[str] | None:
     return members
 
 
+def mean_logits(logits: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of the members' (B, classes) logits.
+
+    Raises:
+        ValueError: The members' outputs differ in shape (other classes).
+    """
+    shapes = {tuple(t.shape) for t in logits}
+    if len(shapes) != 1:
+        raise ValueError(f"ensemble members disagree on the output shape: {sorted(shapes)}")
+    return torch.stack(logits).mean(dim=0)  # (B, classes)
+
+
+class _MeanOfMembers(nn.Module):
+    """The ensemble's network: [0, 1] images in, the members' mean logits out.
+
+    The wrapper's normalisation is the identity (mean 0, std 1), so code that feeds the network
+    directly (the normalisation probe of ``pipeline.sanity``) sees the members' own conventions.
+    """
+
+    def __init__(self, members: Sequence[ImageClassifier]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return mean_logits([m(images) for m in self.members])
+
+
 class EnsembleClassifier(ImageClassifier):
     """Classifiers on [0, 1] images whose logits are averaged.
 
@@ -53,7 +80,7 @@ class EnsembleClassifier(ImageClassifier):
             raise ValueError(f"an ensemble needs two or more models, got {len(members)}")
         first = members[0]
         super().__init__(
-            nn.ModuleList(members),
+            _MeanOfMembers(members),
             mean=0.0,
             std=1.0,
             input_size=first.input_size,
@@ -74,21 +101,14 @@ class EnsembleClassifier(ImageClassifier):
         self._memory_format = memory_format
         return self
 
-    @staticmethod
-    def _mean(logits: list[torch.Tensor]) -> torch.Tensor:
-        shapes = {tuple(t.shape) for t in logits}
-        if len(shapes) != 1:
-            raise ValueError(f"ensemble members disagree on the output shape: {sorted(shapes)}")
-        return torch.stack(logits).mean(dim=0)  # (B, classes)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """The mean of the members' (B, classes) logits."""
-        return self._mean([m(images) for m in self.members])
+        """The mean of the members' (B, classes) logits (each resizes to its own size)."""
+        return self.net(images)
 
     def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ensemble's logits and the first member's last convolutional features."""
         logits, features = self.members[0].forward_features(images)
-        return self._mean([logits, *(m(images) for m in self.members[1:])]), features
+        return mean_logits([logits, *(m(images) for m in self.members[1:])]), features
 
     def cam_weights(self) -> torch.Tensor:
         """The first member's (classes, C) linear weights."""
