@@ -78,6 +78,39 @@ def largest_level_change(run: Path) -> int:
     return worst
 
 
+def superpixel_invariants(run: Path) -> tuple[int, int] | None:
+    """Checks on a superpixel run's saved 8-bit files and templates (None without templates).
+
+    Returns:
+        The largest spread (max - min, in levels) of ``adv - clean`` within one channel of one
+        masked superpixel over the pixels not clipped at 0 or 255 (constant per superpixel up to
+        one rounding level means <= 1), and the largest ``|adv - clean|`` outside the mask.
+    """
+    templates = sorted((run / "templates").glob("*.npz"))
+    if not templates:
+        return None
+    spread, outside = 0, 0
+    for path in templates:
+        saved = np.load(path)
+        labels, mask = saved["superpixels"], saved["mask"].astype(bool)
+        adv = np.asarray(Image.open(run / "images" / f"{path.stem}.png"), dtype=np.int16)
+        clean = np.asarray(Image.open(run / "clean" / f"{path.stem}.png"), dtype=np.int16)
+        diff = adv - clean  # (H, W, 3)
+        outside = max(outside, int(np.abs(diff[~mask]).max(initial=0)))
+        free = (adv > 0) & (adv < 255)  # (H, W, 3): not clipped
+        for c in range(3):
+            inside = mask & free[..., c]
+            lab, val = labels[inside], diff[..., c][inside]
+            if lab.size == 0:
+                continue
+            order = np.argsort(lab, kind="stable")
+            lab, val = lab[order], val[order]
+            starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+            hi, lo = np.maximum.reduceat(val, starts), np.minimum.reduceat(val, starts)
+            spread = max(spread, int((hi - lo).max()))
+    return spread, outside
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", nargs="?", default="../shared/data/nips17-dev")
@@ -104,7 +137,8 @@ def main() -> None:
             config = AttackConfig(
                 method=method, model=args.model, delta=delta, norm=args.norm, steps=args.steps
             )
-            AttackRun(subset, folder, config, RunOptions(progress=False), model=model).run()
+            options = RunOptions(progress=False, save_templates=ATTACKS[method].uses_superpixels)
+            AttackRun(subset, folder, config, options, model=model).run()
             folders.append(folder)
         evaluation = evaluate_folders(folders, models=[args.model, *args.targets])
         short = [t.name.split("/")[-1].removesuffix(".tflite") for t in evaluation.targets]
@@ -120,7 +154,11 @@ def main() -> None:
                                      "none")  # fmt: skip
                 cells.append(f"{100 * row['success_rate']:.1f}")
             title = ATTACKS[method].title
-            print(f"| {title} | {largest_level_change(folder)} | {' | '.join(cells)} |", flush=True)
+            checks = superpixel_invariants(folder)
+            extra = "" if checks is None else (f" (spread in a superpixel {checks[0]}, "
+                                               f"outside the mask {checks[1]})")  # fmt: skip
+            print(f"| {title} | {largest_level_change(folder)}{extra} | {' | '.join(cells)} |",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_argument(p, data, required=True)
     add_argument(p, out, required=True)
     p.add_argument("--preset", choices=list(PRESETS), default="quick",
-                   help="quick: ~100 images, fewer sweep points (< 30 min on a 2-core CPU); "
+                   help="quick: ~100 images, fewer sweep points (about 40 min on a 2-core CPU); "
                    "full: all images, all points; tiny: smoke test (default quick)")  # fmt: skip
     add_argument(p, images)
     p.add_argument("--black-box", nargs="*", default=list(BLACK_BOX_MODELS), metavar="MODEL",

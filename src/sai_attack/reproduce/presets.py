@@ -122,7 +122,7 @@ PRESETS: dict[str, Preset] = {
         eot_samples=1,
     ),
 }
-"""``quick``: about 100 images and fewer sweep points (under 30 minutes on a 2-core CPU; the
+"""``quick``: about 100 images and fewer sweep points (about 40 minutes on a 2-core CPU; the
 "Beyond the paper" section on 32 images, EoT against three defenses with one draw per step);
 ``full``: every image and every point of the paper; ``tiny``: a smoke test of the whole pipeline
 (a few images, one point per sweep)."""
