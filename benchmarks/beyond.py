@@ -66,7 +66,7 @@ def eot_table(subset: Path, out: Path, model, args: argparse.Namespace, n: int) 
     ]
     folders = []
     for i, (_, eot, settings) in enumerate(runs):
-        # TVM's 200 solver iterations per draw make K draws of it K times a plain run's cost.
+        # One TVM draw (200 solver iterations) costs about five forward+backward passes.
         extra = {"eot_samples": 1 if eot == "tvm" else args.eot_samples} if eot != "-" else {}
         folders.append(attack(subset, out / f"eot-{i}", model, **common, **settings, **extra))
     defenses = ["none", *EOT_DEFENSES]
