@@ -15,9 +15,10 @@ import platform
 import time
 from pathlib import Path
 
-from sai_attack.reproduce.experiments import Progress, Reproduction
+from sai_attack.reproduce.experiments import Reproduction
 from sai_attack.reproduce.plan import BLACK_BOX_MODELS, RunSpec, Section, Settings, plan
 from sai_attack.reproduce.presets import PRESETS, Preset, with_images
+from sai_attack.reproduce.progress import Progress
 from sai_attack.reproduce.report import typed_command, write_report
 from sai_attack.reproduce.sections import SECTIONS
 from sai_attack.runtime import library_versions
