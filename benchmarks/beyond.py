@@ -22,7 +22,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ from attack_success import correctly_classified, subset_folder
 from sai_attack.evaluation import evaluate_folders
 from sai_attack.models import DEFAULT_MODEL, load_model
 from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
+from sai_attack.runs import read_run
 from threat_models import DEFAULT_TARGETS
 
 EOT_DEFENSES = ["resize:3", "jpeg:55", "avgpool:5", "tvm", "bitdepth:3"]
@@ -41,9 +41,8 @@ SURROGATE = "efficientnet-lite1"
 
 
 def mean_delta_eff(run: Path) -> float:
-    """The mean ``delta_eff`` column of a run's results.csv."""
-    with open(run / "results.csv", newline="") as f:
-        return statistics.fmean(float(r["delta_eff"]) for r in csv.DictReader(f))
+    """The mean ``delta_eff`` of a run's saved images (read by the run folder's reader)."""
+    return read_run(run).mean_delta_eff
 
 
 def attack(subset: Path, folder: Path, loaded, **settings) -> Path:

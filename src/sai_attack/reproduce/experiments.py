@@ -355,9 +355,7 @@ class Reproduction:
 
     def delta_eff(self, spec: RunSpec, images: int | None = None) -> float:
         """Mean delta_eff of a run's saved images (over the first ``images`` inputs)."""
-        items = self.items(spec, images or self.p.images)
-        values = [it.delta_eff for it in items if it.delta_eff is not None]
-        return float(np.mean(values)) if values else math.nan
+        return self.subset(spec, images or self.p.images).mean_delta_eff
 
     def column_mean(self, spec: RunSpec, images: int, column: str) -> float:
         """Mean of a per-image number (``superpixels``, ``mask_fraction``) of a run's items.
