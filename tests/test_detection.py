@@ -231,6 +231,37 @@ def test_srmq1_agrees_with_sealwatch_reference_and_srm():
         np.testing.assert_array_equal(sub, full[name])
 
 
+@pytest.mark.parametrize("direction", ["hor", "ver", "diag", "mdiag", "square"])
+@pytest.mark.parametrize("dtype", [np.int64, np.float32, np.float64])
+def test_fast_cooccurrence_equals_sealwatch(direction, dtype):
+    from sealwatch.srm.cooccurrence import cooccurrence4 as reference
+
+    from sai_attack.detection.rich_models import cooccurrence4
+
+    rng = np.random.default_rng(3)
+    residual = rng.integers(-4, 5, size=(17, 21)).astype(dtype)  # values outside [-2, 2] too
+    if dtype != np.int64:
+        residual[0, :6] += 0.5  # non-integers: sealwatch never counts them
+    for T in (1, 2):
+        expected = reference(residual, direction, T)
+        got = cooccurrence4(residual, direction, T)
+        assert got.dtype == expected.dtype
+        assert got.shape == (2 * T + 1,) * 4
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(NotImplementedError, match="type spiral not implemented"):
+        cooccurrence4(residual, "spiral", 2)
+
+
+def test_fast_rich_models_are_bit_identical_to_sealwatch_on_a_textured_image():
+    rng = np.random.default_rng(5)
+    smooth = zoom(rng.uniform(0, 255, (6, 6)), 8, order=1)[:40, :44]
+    channel = np.clip(smooth + rng.normal(0, 6, smooth.shape), 0, 255).astype(np.uint8)
+    vec = extract_image(np.dstack([channel] * 3), FeatureSettings("srmq1", "rgb"))
+    np.testing.assert_array_equal(vec[:12753], sw.tools.flatten(sw.srm.srmq1.extract(channel)))
+    full = feat_module.srm_features(channel)
+    np.testing.assert_array_equal(full, sw.tools.flatten(sw.srm.extract(channel)))
+
+
 def test_tiny_or_malformed_images_are_rejected():
     with pytest.raises(
         ValueError, match="image is 7x9 pixels; steganalysis features need at least"

@@ -7,10 +7,12 @@ the 8-bit pixel values:
   Adjacency Matrix", IEEE TIFS 2010), T = 3, 686 dimensions per channel, float64. sealwatch's
   Rust implementation is used (it agrees with the Python reference to 1e-16).
 - ``srm``: the spatial rich model (Fridrich and Kodovsky, "Rich Models for Steganalysis of Digital
-  Images", IEEE TIFS 2012), 34671 dimensions per channel, float32. sealwatch has no Rust SRM, so
-  this is slow (about 9 s per channel of a 224 x 224 image on one core).
+  Images", IEEE TIFS 2012), 34671 dimensions per channel, float32: sealwatch's residuals and
+  sub-models with a faster co-occurrence count (:mod:`~sai_attack.detection.rich_models`,
+  bit-identical to ``sealwatch.srm.extract``).
 - ``srmq1``: SRMQ1, the SRM with only its first quantisation step (q = 1) of each sub-model, as
-  in the same paper: 12753 dimensions per channel, float32 (``sealwatch.srm.srmq1``).
+  in the same paper: 12753 dimensions per channel, float32 (bit-identical to
+  ``sealwatch.srm.srmq1.extract``, computed the same way as ``srm``).
 - ``crm``: the colour rich model CRMQ1 (Goljan, Fridrich and Cogranne, "Rich Model for
   Steganalysis of Color Images", IEEE WIFS 2014): SRMQ1-like residuals of the three channels
   with co-occurrences taken *across* the channels at one pixel, truncation T = 3, q = 1; 5404
@@ -31,11 +33,13 @@ Images smaller than 8 x 8 pixels are rejected.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from sai_attack.detection import rich_models
 
 COLOR_MODES = ("rgb", "gray")
 MIN_SIZE = 8
@@ -79,7 +83,7 @@ def spam_features(channel: np.ndarray) -> np.ndarray:
 
 
 def srm_features(channel: np.ndarray) -> np.ndarray:
-    """SRM-34671 of one 8-bit channel (sealwatch's Python implementation).
+    """SRM-34671 of one 8-bit channel (as ``sealwatch.srm.extract``).
 
     Args:
         channel: (H, W) uint8.
@@ -87,13 +91,11 @@ def srm_features(channel: np.ndarray) -> np.ndarray:
     Returns:
         (34671,) float32, sub-models in sealwatch's order.
     """
-    import sealwatch as sw
-
-    return np.asarray(sw.tools.flatten(sw.srm.extract(channel)), dtype=np.float32)
+    return _rich_model(channel, rich_models.SRM_QUANTISATION)
 
 
 def srmq1_features(channel: np.ndarray) -> np.ndarray:
-    """SRMQ1-12753 of one 8-bit channel (sealwatch's Python implementation).
+    """SRMQ1-12753 of one 8-bit channel (as ``sealwatch.srm.srmq1.extract``).
 
     Args:
         channel: (H, W) uint8.
@@ -101,9 +103,13 @@ def srmq1_features(channel: np.ndarray) -> np.ndarray:
     Returns:
         (12753,) float32, sub-models in sealwatch's order.
     """
+    return _rich_model(channel, rich_models.SRMQ1_QUANTISATION)
+
+
+def _rich_model(channel: np.ndarray, quantisation: Sequence[Sequence[float]]) -> np.ndarray:
     import sealwatch as sw
 
-    return np.asarray(sw.tools.flatten(sw.srm.srmq1.extract(channel)), dtype=np.float32)
+    return np.asarray(sw.tools.flatten(rich_models.extract(channel, quantisation)), np.float32)
 
 
 def crm_features(image: np.ndarray) -> np.ndarray:
