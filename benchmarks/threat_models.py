@@ -10,7 +10,8 @@ on the saved 8-bit files: the largest difference to the clean PNG, in levels.
 
 Usage:
     python benchmarks/threat_models.py [DATA_DIR] [--n 32] [--norm linf] [--deltas 8 16]
-        [--targets efficientnet-lite1 efficientnet-lite2 tflite:...] [--out /tmp/sai-threat]
+        [--targets efficientnet-lite1 efficientnet-lite2 tflite:...] [--loss ce|cw]
+        [--budget within|exact] [--out /tmp/sai-threat]
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def main() -> None:
     parser.add_argument("--norm", default="linf")
     parser.add_argument("--deltas", type=float, nargs="+", default=[8.0, 16.0])
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--loss", default=None, help="attack loss (default: the library's)")
+    parser.add_argument("--budget", default=None, help="budget protocol (default: the library's)")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS)
     parser.add_argument("--methods", nargs="+", default=None)
@@ -134,9 +137,11 @@ def main() -> None:
         folders = []
         for method in methods:
             folder = out / f"{args.norm}-{delta:g}" / method
+            settings = {k: v for k, v in (("loss", args.loss), ("budget", args.budget)) if v}
             config = AttackConfig(
-                method=method, model=args.model, delta=delta, norm=args.norm, steps=args.steps
-            )
+                method=method, model=args.model, delta=delta, norm=args.norm, steps=args.steps,
+                **settings,
+            )  # fmt: skip
             options = RunOptions(progress=False, save_templates=ATTACKS[method].uses_superpixels)
             AttackRun(subset, folder, config, options, model=model).run()
             folders.append(folder)

@@ -335,6 +335,19 @@ def test_linf_exact_puts_perturbed_superpixels_at_eps(cls, tiny_model):
     torch.testing.assert_close(inside.abs(), torch.full_like(inside, res.eps), rtol=0, atol=1e-6)
 
 
+def test_linf_ifgm_equals_torchattacks_pgd_and_the_margin_loss_differs(tiny_model):
+    torchattacks = pytest.importorskip("torchattacks")
+    x = textured_images(3, 32, seed=4)
+    y = _labels_for(tiny_model, x)
+    eps = 8 / 255
+    reference = torchattacks.PGD(tiny_model, eps=eps, alpha=eps / 5, steps=5, random_start=False)
+    expected = reference(x, y)
+    ours = IFGM(tiny_model, delta=8, steps=5, norm="linf")(x, y)
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0)
+    margin = IFGM(tiny_model, delta=8, steps=5, norm="linf", loss="cw")
+    assert not torch.equal(margin(x, y), expected)
+
+
 @pytest.mark.parametrize("cls", PIXEL_ATTACKS)
 def test_linf_pixel_exact_budget(cls, tiny_model):
     x = textured_images(2, 24)
