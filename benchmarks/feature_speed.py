@@ -1,7 +1,8 @@
-"""Time per channel of the rich models: sealwatch's own against this library's (same vectors).
+"""Time of the rich models: sealwatch's own against this library's (the same vectors).
 
-Alternates the two implementations on the green channel of the first N images of a folder,
-checks that their vectors are identical, and prints the median time of each and the ratio.
+Alternates the two implementations on the green channel (SRM, SRMQ1) or the colour image (CRM)
+of the first N images of a folder, checks that their vectors are identical, and prints the median
+time of each and the ratio.
 
 Usage:
     python benchmarks/feature_speed.py [DATA_DIR] [--n 3]
@@ -24,12 +25,13 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nips17
 REFERENCES = {
     "srmq1": (lambda c: sw.srm.srmq1.extract(c), feature_sets.srmq1_features),
     "srm": (lambda c: sw.srm.extract(c), feature_sets.srm_features),
+    "crm": (lambda rgb: sw.srm.crm.extract(rgb, q=1, Tc=3), feature_sets.crm_features),
 }
 
 
-def _timed(fn, channel: np.ndarray) -> tuple[float, np.ndarray]:
+def _timed(fn, x: np.ndarray) -> tuple[float, np.ndarray]:
     start = time.perf_counter()
-    out = fn(channel)
+    out = fn(x)
     return time.perf_counter() - start, out
 
 
@@ -40,16 +42,17 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.data / "images" if (args.data / "images").is_dir() else args.data
     paths = sorted(folder.glob("*.png"))[: args.n]
-    channels = [np.asarray(Image.open(p).convert("RGB"))[..., 1].copy() for p in paths]
-    print(f"{len(channels)} channels of {channels[0].shape} (green), {folder}")
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    print(f"{len(images)} images of {images[0].shape}, {folder}")
     print("| Feature set | sealwatch (s) | sai-attack (s) | ratio | identical |")
     print("|---|---:|---:|---:|---|")
     for name, (reference, ours) in REFERENCES.items():
         times: dict[str, list[float]] = {"ref": [], "ours": []}
         identical = True
-        for channel in channels:
-            t_ref, v_ref = _timed(reference, channel)
-            t_ours, v_ours = _timed(ours, channel)
+        for image in images:
+            x = image if name == "crm" else image[..., 1].copy()
+            t_ref, v_ref = _timed(reference, x)
+            t_ours, v_ours = _timed(ours, x)
             times["ref"].append(t_ref)
             times["ours"].append(t_ours)
             ref_vec = np.asarray(sw.tools.flatten(v_ref), dtype=np.float32)

@@ -252,6 +252,26 @@ def test_fast_cooccurrence_equals_sealwatch(direction, dtype):
         cooccurrence4(residual, "spiral", 2)
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.float32])
+def test_fast_colour_cooccurrence_equals_sealwatch(dtype):
+    from sealwatch.srm import crm as crm_module
+    from sealwatch.srm.cooccurrence import cooccurrence3_col as reference
+
+    from sai_attack.detection import rich_models
+
+    rng = np.random.default_rng(4)
+    residual = rng.integers(-5, 6, size=(13, 11, 3)).astype(dtype)
+    if dtype != np.int64:
+        residual[2, :4, 1] -= 0.25
+    for T in (2, 3):
+        expected = reference(residual, "col", T)
+        np.testing.assert_array_equal(rich_models.cooccurrence3_col(residual, "col", T), expected)
+    # The CRM call substitutes its count only while it runs, also when it fails.
+    with pytest.raises(IndexError):  # a 2-D "colour" image
+        rich_models.crm(np.zeros((4, 4), np.float32))
+    assert crm_module.Cooc3 is reference
+
+
 def test_fast_rich_models_are_bit_identical_to_sealwatch_on_a_textured_image():
     rng = np.random.default_rng(5)
     smooth = zoom(rng.uniform(0, 255, (6, 6)), 8, order=1)[:40, :44]
@@ -260,6 +280,9 @@ def test_fast_rich_models_are_bit_identical_to_sealwatch_on_a_textured_image():
     np.testing.assert_array_equal(vec[:12753], sw.tools.flatten(sw.srm.srmq1.extract(channel)))
     full = feat_module.srm_features(channel)
     np.testing.assert_array_equal(full, sw.tools.flatten(sw.srm.extract(channel)))
+    rgb = np.dstack([channel, channel[::-1], channel[:, ::-1]])
+    colour = feat_module.crm_features(rgb)
+    np.testing.assert_array_equal(colour, sw.tools.flatten(sw.srm.crm.extract(rgb, q=1, Tc=3)))
 
 
 def test_tiny_or_malformed_images_are_rejected():

@@ -16,8 +16,9 @@ the 8-bit pixel values:
 - ``crm``: the colour rich model CRMQ1 (Goljan, Fridrich and Cogranne, "Rich Model for
   Steganalysis of Color Images", IEEE WIFS 2014): SRMQ1-like residuals of the three channels
   with co-occurrences taken *across* the channels at one pixel, truncation T = 3, q = 1; 5404
-  dimensions for the whole colour image, float32 (``sealwatch.srm.crm.extract(x, Tc=3)``;
-  sealwatch's own default ``Tc=2`` gives a reduced 2073-D variant, not the published model).
+  dimensions for the whole colour image, float32 (bit-identical to
+  ``sealwatch.srm.crm.extract(x, Tc=3)``, with the faster count; sealwatch's own default
+  ``Tc=2`` gives a reduced 2073-D variant, not the published model).
 
 The per-channel sets handle colour (``rgb``) images channel by channel: the vectors of R, G and B
 are concatenated in that order (2058-D for SPAM, 104013-D for SRM, 38259-D for SRMQ1). ``gray``
@@ -113,7 +114,7 @@ def _rich_model(channel: np.ndarray, quantisation: Sequence[Sequence[float]]) ->
 
 
 def crm_features(image: np.ndarray) -> np.ndarray:
-    """CRMQ1-5404 of an 8-bit colour image (sealwatch's Python implementation, T = 3).
+    """CRMQ1-5404 of an 8-bit colour image (as ``sealwatch.srm.crm.extract``, T = 3).
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -123,7 +124,7 @@ def crm_features(image: np.ndarray) -> np.ndarray:
     """
     import sealwatch as sw
 
-    features = sw.srm.crm.extract(np.ascontiguousarray(image), q=1, Tc=3)
+    features = rich_models.crm(np.ascontiguousarray(image), q=1, truncation=3)
     return np.asarray(sw.tools.flatten(features), dtype=np.float32)
 
 

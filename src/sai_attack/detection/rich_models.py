@@ -1,4 +1,4 @@
-"""The spatial rich models (SRM, SRMQ1) of sealwatch, with a counting step 6x faster.
+"""sealwatch's rich models (SRM, SRMQ1, CRM) with a faster co-occurrence count, same vectors.
 
 sealwatch builds every SRM sub-model from residuals (its ``all1st`` ... ``all5x5``) and counts
 their fourth-order co-occurrences with ``cooccurrence4``, which visits each of the
@@ -8,12 +8,14 @@ same entries with one ``np.bincount`` over the combined bin index. It counts exa
 sealwatch counts (each quadruple whose four values are all integers in ``[-T, T]``) into the same
 integer table and normalises it the same way, so the features are bit-identical to sealwatch's
 (``tests/test_detection.py`` checks this on images and on random residuals). SRMQ1 of one
-299 x 299 channel takes 0.56 s instead of 3.43 s, the full SRM 1.39 s instead of 8.80 s (medians of
-3, 2026-12-02, ``python benchmarks/feature_speed.py``). Everything else —
+299 x 299 channel takes 0.45 s instead of 3.36 s, the full SRM 1.17 s instead of 8.04 s, and CRM
+of a 299 x 299 colour image 0.62 s instead of 1.11 s (its residuals dominate there); medians of 3,
+2026-12-02, ``python benchmarks/feature_speed.py``. Everything else —
 residuals, quantisation, truncation, symmetrisation, sub-model order — is sealwatch's own, reached
 through the ``CoocN`` argument its residual functions take.
 
-CRM is left to sealwatch: its third-order colour co-occurrences take about 1 s per image.
+CRM's third-order co-occurrences across the colour channels are counted the same way
+(:func:`crm`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,34 @@ _DIRECTIONS = {
 }
 
 
+def _codes(values: np.ndarray, T: int) -> np.ndarray:  # noqa: N803  (the papers' T)
+    """Each value's bin code ``value + T``, or -1 where sealwatch does not count it.
+
+    sealwatch counts a value when it is an integer in ``[-T, T]`` (its ``== i`` over the bins).
+    """
+    counted = (values >= -T) & (values <= T)
+    if not np.issubdtype(values.dtype, np.integer):
+        counted &= values == np.floor(values)
+    return np.where(counted, values + T, -1).astype(np.int32)
+
+
+def _count(codes: tuple[np.ndarray, ...], T: int) -> np.ndarray:  # noqa: N803
+    """Normalised co-occurrence of equally shaped arrays of bin codes (:func:`_codes`).
+
+    A tuple counts exactly when none of its codes is -1, i.e. when their bitwise OR is >= 0.
+    """
+    bins, order = 2 * T + 1, len(codes)
+    index, flags = codes[0].copy(), codes[0].copy()
+    for code in codes[1:]:
+        index *= bins
+        index += code
+        flags |= code
+    size = bins**order
+    index[flags < 0] = size  # tuples not counted go to one extra bin, dropped below
+    counts = np.bincount(index.ravel(), minlength=size + 1)[:size].reshape((bins,) * order)
+    return counts / np.sum(counts)
+
+
 def cooccurrence4(residual: np.ndarray, direction: str, truncation: int) -> np.ndarray:
     """The normalised fourth-order co-occurrence of a residual, as ``sealwatch``'s.
 
@@ -56,20 +86,41 @@ def cooccurrence4(residual: np.ndarray, direction: str, truncation: int) -> np.n
     """
     if direction not in _DIRECTIONS:
         raise NotImplementedError(f"type {direction} not implemented")
-    T = truncation  # noqa: N806  (the papers' name)
-    bins = 2 * T + 1
-    # Each value's bin code (value + T), or -1 where sealwatch would not count it: a quadruple
-    # counts when none of its four codes is -1, i.e. when their bitwise OR is non-negative.
-    counted = (residual >= -T) & (residual <= T)
-    if not np.issubdtype(residual.dtype, np.integer):
-        counted &= residual == np.floor(residual)  # sealwatch's "== i" counts integers only
-    codes = np.where(counted, residual + T, -1).astype(np.int32)
-    left, centre, east, right = _DIRECTIONS[direction](codes)
-    index = ((left * bins + centre) * bins + east) * bins + right
-    # Quadruples not counted go to one extra bin, dropped after counting.
-    index[(left | centre | east | right) < 0] = bins**4
-    counts = np.bincount(index.ravel(), minlength=bins**4 + 1)[: bins**4].reshape((bins,) * 4)
-    return counts / np.sum(counts)
+    return _count(_DIRECTIONS[direction](_codes(residual, truncation)), truncation)
+
+
+def cooccurrence3_col(residual: np.ndarray, direction: str, truncation: int) -> np.ndarray:
+    """The normalised co-occurrence across the colour channels, as ``sealwatch``'s (CRM).
+
+    Args:
+        residual: (H, W, 3) quantised, truncated residual of the three channels.
+        direction: Ignored, as by sealwatch (the co-occurrence is across channels at one pixel).
+        truncation: The threshold T; values outside ``[-T, T]`` are not counted.
+
+    Returns:
+        (2T+1, 2T+1, 2T+1) float64 frequencies of the (R, G, B) residual triples.
+    """
+    codes = _codes(residual, truncation)
+    return _count((codes[:, :, 0], codes[:, :, 1], codes[:, :, 2]), truncation)
+
+
+def crm(image: np.ndarray, q: float = 1, truncation: int = 3) -> OrderedDict:
+    """The colour rich model of an RGB image, as ``sealwatch.srm.crm.extract(image, q, Tc)``.
+
+    sealwatch's CRM takes its co-occurrence from a module attribute, not an argument, so it is
+    replaced for the duration of the call (and restored, also on errors). Where a later sealwatch
+    no longer has that attribute, its own (slower, equal) count is used.
+    """
+    from sealwatch.srm import crm as module
+
+    original = getattr(module, "Cooc3", None)
+    if original is None:
+        return module.extract(image, q=q, Tc=truncation)
+    module.Cooc3 = cooccurrence3_col
+    try:
+        return module.extract(image, q=q, Tc=truncation)
+    finally:
+        module.Cooc3 = original
 
 
 def extract(channel: np.ndarray, quantisation: Sequence[Sequence[float]]) -> OrderedDict:
