@@ -20,6 +20,7 @@ CRM's third-order co-occurrences across the colour channels are counted the same
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -29,6 +30,7 @@ SRM_QUANTISATION = ((1, 2), (1, 1.5, 2), (1, 1.5, 2), (1, 1.5, 2), (1, 1.5, 2))
 """The SRM's quantisation steps per residual family (1st, 2nd, 3rd, 3x3, 5x5), as sealwatch's."""
 SRMQ1_QUANTISATION = ((1,),) * 5
 """SRMQ1: only the first step (q = 1) of every family."""
+_CRM_LOCK = threading.Lock()
 
 # The neighbours of each co-occurrence direction: slices of D giving L, C, E, R (sealwatch's;
 # its "square-ori" is left out: no SRM sub-model uses it, and sealwatch's own fails on it).
@@ -108,19 +110,21 @@ def crm(image: np.ndarray, q: float = 1, truncation: int = 3) -> OrderedDict:
     """The colour rich model of an RGB image, as ``sealwatch.srm.crm.extract(image, q, Tc)``.
 
     sealwatch's CRM takes its co-occurrence from a module attribute, not an argument, so it is
-    replaced for the duration of the call (and restored, also on errors). Where a later sealwatch
-    no longer has that attribute, its own (slower, equal) count is used.
+    replaced for the duration of the call (and restored, also on errors), under a lock so that
+    threads calling it together cannot leave it replaced. Where a later sealwatch no longer has
+    that attribute, its own (slower, equal) count is used.
     """
     from sealwatch.srm import crm as module
 
-    original = getattr(module, "Cooc3", None)
-    if original is None:
-        return module.extract(image, q=q, Tc=truncation)
-    module.Cooc3 = cooccurrence3_col
-    try:
-        return module.extract(image, q=q, Tc=truncation)
-    finally:
-        module.Cooc3 = original
+    with _CRM_LOCK:
+        original = getattr(module, "Cooc3", None)
+        if original is None:
+            return module.extract(image, q=q, Tc=truncation)
+        module.Cooc3 = cooccurrence3_col
+        try:
+            return module.extract(image, q=q, Tc=truncation)
+        finally:
+            module.Cooc3 = original
 
 
 def extract(channel: np.ndarray, quantisation: Sequence[Sequence[float]]) -> OrderedDict:
