@@ -284,6 +284,21 @@ def test_reproduce_tiny_end_to_end(tmp_path, tiny_models, tiny_data):
         assert len(seconds) == len(PRESETS["tiny"].grad_modes)
         assert all(np.isfinite(s) and s >= 0 for s in seconds), seconds
 
+    # Re-running with the finished runs removed and the cache kept attacks every image again but
+    # computes no template twice, and writes the same images.
+    def saved_images():
+        return {p.relative_to(out): p.read_bytes() for p in (out / "runs").rglob("images/*.png")}
+
+    pngs = saved_images()
+    shutil.rmtree(out / "runs")
+    run_reproduce(settings)
+    counts = [json.loads(p.read_text())["cache"] for p in (out / "runs").rglob("summary.json")]
+    templates = [c["templates"] for c in counts if c is not None]
+    assert len(templates) == len(counts) > 0
+    assert sum(t["computed"] for t in templates) == 0
+    assert sum(t["reused"] for t in templates) > 0
+    assert saved_images() == pngs
+
 
 # --------------------------------------------------------------------------------------------
 # Beyond the paper (issue 14)
