@@ -14,7 +14,7 @@ every detector sees the same images; the feature cache (OUT/feature-cache) keeps
 computed, so a later run on more images or with another --limit computes only what is new.
 
 The attacks take about 0.5-6 s per image per configuration on a 2-core CPU; the features of one
-224 x 224 RGB image about 0.01 s (SPAM), 1 s (CRM), 1.2 s (SRMQ1) and 3 s (SRM) in one process.
+224 x 224 RGB image about 0.01 s (SPAM), 0.2 s (CRM), 0.45 s (SRMQ1) and 2 s (SRM) in one process.
 Use --limit on small machines, and ``nice -n 19`` on shared ones.
 
 Usage:
