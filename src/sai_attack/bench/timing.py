@@ -237,7 +237,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
         torch.cuda.reset_peak_memory_stats(device)
     # Repetitions run every method in turn, so a machine whose speed drifts slows all alike. The
     # floors are measured before and after them, not in between: the first run after the floor
-    # passes was still 5-15% slower than the next (the allocator's state), so one untimed batch
+    # passes was still 5-15% slower than the next (cause not isolated), so one untimed batch
     # of the first method runs before the timed ones, and no floor interrupts them.
     runs: dict[str, list[MethodTiming]] = {m: [] for m in config.methods}
     with tempfile.TemporaryDirectory(prefix="sai-bench-") as tmp:
