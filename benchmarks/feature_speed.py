@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import sealwatch as sw
-from PIL import Image
 
+from sai_attack import data
 from sai_attack.detection import feature_sets
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nips17-dev"
@@ -40,10 +40,9 @@ def main() -> None:
     parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=3, help="images to time (default 3)")
     args = parser.parse_args()
-    folder = args.data / "images" if (args.data / "images").is_dir() else args.data
-    paths = sorted(folder.glob("*.png"))[: args.n]
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    print(f"{len(images)} images of {images[0].shape}, {folder}")
+    inputs = data.discover_inputs(args.data)
+    images = [data.load_image(inputs.root / name) for name in inputs.names[: args.n]]
+    print(f"{len(images)} images of {images[0].shape}, {inputs.root}")
     print("| Feature set | sealwatch (s) | sai-attack (s) | ratio | identical |")
     print("|---|---:|---:|---:|---|")
     for name, (reference, ours) in REFERENCES.items():
