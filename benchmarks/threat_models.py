@@ -29,6 +29,7 @@ from sai_attack.attacks import ATTACKS, Attack, AttackResult, register_attack
 from sai_attack.evaluation import evaluate_folders
 from sai_attack.models import DEFAULT_MODEL, load_model
 from sai_attack.pipeline import AttackConfig, AttackRun, RunOptions
+from sai_attack.runs import read_run
 
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 DEFAULT_TARGETS = [
@@ -121,6 +122,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--loss", default=None, help="attack loss (default: the library's)")
     parser.add_argument("--budget", default=None, help="budget protocol (default: the library's)")
+    parser.add_argument("--fallback-loss", default=None,
+                        help="re-attack loss of the missed images (default: the library's; "
+                        "never for the torchattacks references)")  # fmt: skip
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS)
     parser.add_argument("--methods", nargs="+", default=None)
@@ -137,7 +141,10 @@ def main() -> None:
         folders = []
         for method in methods:
             folder = out / f"{args.norm}-{delta:g}" / method
-            settings = {k: v for k, v in (("loss", args.loss), ("budget", args.budget)) if v}
+            settings = {k: v for k, v in (("loss", args.loss), ("budget", args.budget),
+                                          ("fallback_loss", args.fallback_loss)) if v}  # fmt: skip
+            if method in (TorchattacksPGD.name, TorchattacksMIFGSM.name):
+                settings["fallback_loss"] = "none"  # as a user runs them
             config = AttackConfig(
                 method=method, model=args.model, delta=delta, norm=args.norm, steps=args.steps,
                 **settings,
@@ -162,6 +169,8 @@ def main() -> None:
             checks = superpixel_invariants(folder)
             extra = "" if checks is None else (f" (spread in a superpixel {checks[0]}, "
                                                f"outside the mask {checks[1]})")  # fmt: skip
+            used = read_run(folder).record.summary.get("counts", {}).get("fallback", 0)
+            extra += f" (fallback {used})" if used else ""
             print(f"| {title} | {largest_level_change(folder)}{extra} | {' | '.join(cells)} |",
                   flush=True)  # fmt: skip
 

@@ -133,7 +133,8 @@ def _ifgm(folder, out, model, **options):
 def test_results_hold_the_perceptual_metrics_of_the_saved_pngs(folder, tmp_path):
     run = _run(folder, tmp_path / "r", make_tiny_model())
     rows = {r["image"]: r for r in read_results(tmp_path / "r" / "results.csv")}
-    assert list(RESULT_COLUMNS[-4:-1]) == ["ssim", "ciede2000", "ciede2000_p95"]  # then min_delta
+    # then min_delta and fallback
+    assert list(RESULT_COLUMNS[-5:-2]) == ["ssim", "ciede2000", "ciede2000_p95"]
     for item in run.items:
         clean, adv = data.load_image(item.clean), data.load_image(item.adversarial)
         mean, p95 = ciede2000(clean, adv)

@@ -193,3 +193,15 @@ def test_a_min_delta_folder_resumes_only_the_same_search(folder, tmp_path):
     done = AttackRun(folder, out, _config(), _options(), model=model,
                      min_delta=MinDelta(1, 16, steps=1)).run()  # fmt: skip
     assert (done.reused, done.processed) == (2, 3)
+
+
+def test_min_delta_runs_with_a_superpixel_count(folder, tmp_path):
+    # Each delta's attack is the run's config with another delta (dataclasses.replace), which
+    # once re-validated a superpixel_size that n_segments had replaced, and failed.
+    cfg = _config(n_segments=20)
+    out = tmp_path / "count"
+    AttackRun(folder, out, cfg, _options(), model=make_tiny_model(seed=2),
+              min_delta=MinDelta(1.0, 32.0, steps=1)).run()  # fmt: skip
+    rows = read_results(out / "results.csv")
+    assert [r["status"] for r in rows] == ["ok"] * len(IMAGES)
+    assert json.loads((out / "run.json").read_text())["parameters"]["n_segments"] == 20

@@ -63,6 +63,7 @@ LOSSES: dict[str, LossFn] = {"ce": cross_entropy_loss, "cw": margin_loss}
 """Losses by CLI name. Untargeted attacks maximise ``loss(logits, label)``; targeted ones
 minimise ``loss(logits, target)``."""
 options.register_choices("loss", LOSSES)
+options.register_choices("fallback_loss", ("auto", "none", *LOSSES))
 
 # --------------------------------------------------------------------------------------------
 # The attack base class

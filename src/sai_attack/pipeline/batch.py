@@ -32,7 +32,7 @@ from sai_attack.metrics import image_metrics, perceptual_metrics
 from sai_attack.models import ImageClassifier
 from sai_attack.pipeline.clean import CleanBatch, CleanPass
 from sai_attack.pipeline.loading import Item
-from sai_attack.pipeline.mindelta import Attempt, MinDelta
+from sai_attack.pipeline.mindelta import Attempt, MinDelta, combine
 from sai_attack.pipeline.sanity import CHECK_IMAGES, check_first_labelled
 from sai_attack.pipeline.stores import PredictionStore
 from sai_attack.runs import RESULT_COLUMNS, STATUS_OK, RunLayout, RunWriter, format_cell
@@ -108,6 +108,8 @@ class BatchAttacker:
         self.clean_pass = CleanPass(model, config, labels, targets, device, store)
         self.search = search
         self._attacks = {config.delta: attack}
+        self._fallback_config = config.fallback()
+        self._fallbacks: dict[float, Attack] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._check: list[tuple[torch.Tensor, list[int], list[int]]] | None = []
 
@@ -209,6 +211,7 @@ class BatchAttacker:
                 "status": STATUS_OK,
                 "sha256": it.sha256,
                 "min_delta": "" if min_delta is None else format_cell(min_delta[i], 6),
+                "fallback": "" if tried.fallback is None else int(tried.fallback[i]),
             }
         t0 = time.perf_counter()
         futures = self._write([items[i] for i in good], adv_u8[good], result, good)
@@ -220,13 +223,16 @@ class BatchAttacker:
         timings["evaluate"] += time.perf_counter() - t0
         return rows, futures
 
-    def _attack_for(self, delta: float) -> Attack:
-        """The run's attack at ``delta`` (built once per delta)."""
-        if delta not in self._attacks:
-            attack = dataclasses.replace(self.config, delta=delta).build_attack(self.model)
+    def _attack_for(self, delta: float, fallback: bool = False) -> Attack:
+        """The run's attack (or its fallback attack) at ``delta``, built once per delta."""
+        built, config = (
+            (self._fallbacks, self._fallback_config) if fallback else (self._attacks, self.config)
+        )
+        if delta not in built:
+            attack = dataclasses.replace(config, delta=delta).build_attack(self.model)
             attack.autocast = self.attack.autocast
-            self._attacks[delta] = attack
-        return self._attacks[delta]
+            built[delta] = attack
+        return built[delta]
 
     def _attempt(
         self,
@@ -237,9 +243,43 @@ class BatchAttacker:
         seeds: list[int],
         timings: dict[str, float],
     ) -> Attempt:
+        """Attack ``x`` at ``delta``, then re-attack with the fallback what the attack missed.
+
+        Only images that resist (finite output, goal not met on the 8-bit pixels) are attacked
+        again, with their own seeds, so a fooled image's result never depends on the others.
+        """
+        first = self._attack_once(delta, x, clean, superpixels, seeds, timings)
+        if self._fallback_config is None:
+            return first
+        first.fallback = [False] * len(seeds)
+        missed = [i for i, (f, ok) in enumerate(zip(first.finite, first.success, strict=True))
+                  if f and not ok]  # fmt: skip
+        if not missed:
+            return first
+        sub = None if superpixels is None else superpixels[missed]
+        again = self._attack_once(delta, x[missed], clean.select(missed), sub,
+                                  [seeds[i] for i in missed], timings, fallback=True)  # fmt: skip
+        again.fallback = [True] * len(missed)
+        where = dict(zip(missed, range(len(missed)), strict=True))
+        chosen = [(again, where[i]) if i in where and again.success[where[i]] else (first, i)
+                  for i in range(len(seeds))]  # fmt: skip
+        logger.debug("fallback attack fooled %d of %d resisting images",
+                     sum(again.success), len(missed))  # fmt: skip
+        return combine(chosen)
+
+    def _attack_once(
+        self,
+        delta: float,
+        x: torch.Tensor,
+        clean: CleanBatch,
+        superpixels: torch.Tensor | None,
+        seeds: list[int],
+        timings: dict[str, float],
+        fallback: bool = False,
+    ) -> Attempt:
         """Attack ``x`` at ``delta`` and measure the result on its 8-bit pixels."""
         t0 = time.perf_counter()
-        result = self._attack_for(delta).run(
+        result = self._attack_for(delta, fallback).run(
             x, clean.attacked, clean.targets, superpixels=superpixels,
             attention=clean.attention, seeds=seeds,
         )  # fmt: skip

@@ -9,7 +9,7 @@ field with the table's check (before any work is done).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, field, make_dataclass
+from dataclasses import asdict, field, make_dataclass, replace
 from typing import Any
 
 import torch
@@ -48,11 +48,16 @@ def _check_all(self: Any, groups: tuple[str, ...]) -> None:
 
 
 def _config_post_init(self: Any) -> None:
+    if self.n_segments is not None and self.superpixel_size is None:
+        # dataclasses.replace() re-validates a config whose count already replaced the size
+        self.superpixel_size = options.default("superpixel_size")
     _check_all(self, CONFIG_GROUPS)
     if self.n_segments is not None:
         self.superpixel_size = None  # the count replaces the size
     if self.budget is None:
         self.budget = ATTACKS[self.method].default_budget
+    if self.fallback_loss == "auto":
+        self.fallback_loss = "cw" if self.norm == "linf" else "none"
     if self.texture_weight and not SPACES[_space_name(self)].uses_superpixels:
         raise ValueError(
             f"texture_weight {self.texture_weight:g} needs a superpixel space, got space "
@@ -114,6 +119,20 @@ def _build_attack(self: Any, model: torch.nn.Module) -> Attack:
     return ATTACKS[self.method](model, **kwargs)
 
 
+def _fallback(self: Any) -> Any | None:
+    """The settings of the fallback attack (loss ``fallback_loss``, budget within), or None.
+
+    The re-attack projects into the ball instead of rescaling onto its surface: under L-infinity
+    the superpixel methods' ``exact`` protocol keeps every attended superpixel at +-delta, which
+    is the constraint the margin loss needs to drop to fool the last images.
+    """
+    if self.fallback_loss == "none" or (
+        self.fallback_loss == self.loss and self.budget == "within"
+    ):
+        return None  # the re-attack would repeat the attack
+    return replace(self, loss=self.fallback_loss, budget="within", fallback_loss="none")
+
+
 def _record(self: Any) -> dict[str, Any]:
     return asdict(self)
 
@@ -136,6 +155,7 @@ AttackConfig = make_dataclass(
         ),
         "superpixel_config": _superpixel_config,
         "build_attack": _build_attack,
+        "fallback": _fallback,
         "record": _record,
     },
 )

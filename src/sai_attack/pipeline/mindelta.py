@@ -57,6 +57,8 @@ class Attempt:
         adv_pred: The model's prediction on each of them.
         finite: Whether the attack's output and that prediction are finite.
         success: Whether each image is fooled (a finite output that meets the goal).
+        fallback: Whether each image's result is the fallback attack's (None: the run has no
+            fallback attack).
     """
 
     result: AttackResult
@@ -64,6 +66,7 @@ class Attempt:
     adv_pred: list[int]
     finite: list[bool]
     success: list[bool]
+    fallback: list[bool] | None = None
 
 
 def _row(t: torch.Tensor | None, j: int) -> torch.Tensor | None:
@@ -76,6 +79,7 @@ def _stack(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
 
 def combine(chosen: list[tuple[Attempt, int]]) -> Attempt:
     """One attempt made of row ``j`` of each ``(attempt, j)``, in order."""
+    marked = chosen[0][0].fallback is not None
     fields = ("adv", "perturbation", "superpixels", "attention", "mask")
     rows = {f: _stack([_row(getattr(a.result, f), j) for a, j in chosen]) for f in fields}
     result = AttackResult(eps=chosen[0][0].result.eps, **rows)  # type: ignore[arg-type]
@@ -85,6 +89,7 @@ def combine(chosen: list[tuple[Attempt, int]]) -> Attempt:
         adv_pred=[a.adv_pred[j] for a, j in chosen],
         finite=[a.finite[j] for a, j in chosen],
         success=[a.success[j] for a, j in chosen],
+        fallback=[a.fallback[j] for a, j in chosen] if marked else None,  # type: ignore[index]
     )
 
 

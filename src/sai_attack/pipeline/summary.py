@@ -102,6 +102,17 @@ def min_delta_statistics(rows: list[dict[str, str]], search: dict) -> dict[str, 
     }
 
 
+def fallback_text(loss: str) -> str:
+    """What the run's fallback attack did, for the protocol of ``summary.json``."""
+    if loss == "none":
+        return "none"
+    return (
+        f"images still classified correctly (targeted: not as their target) on their saved 8-bit "
+        f"files were attacked again with loss {loss} and budget within; results.csv fallback = 1 "
+        f"where that re-attack succeeded and its image was saved"
+    )
+
+
 def weights_record(model: str, weights: str | None) -> dict[str, str | None]:
     """The file a model's weights came from and its SHA-256 (None when not known)."""
     path = weights_file(model, weights)
@@ -160,6 +171,7 @@ def summary_record(
             "labels": "labels CSV" if has_labels else "clean prediction used as label",
             "attention": attention or "none",
             "transforms": attack.transforms.text(),
+            "fallback": fallback_text(record["parameters"].get("fallback_loss", "none")),
         },
         "counts": {
             "inputs": summary.total,
@@ -170,6 +182,7 @@ def summary_record(
             "correct": summary.correct,
             "successes": summary.successes,
             "successes_all": summary.successes_all,
+            "fallback": sum(r.get("fallback") == "1" for r in rows),
         },
         "success_rate": none_if_nan(summary.success_rate, 6),
         "success_rate_all": none_if_nan(summary.success_rate_all, 6),

@@ -15,13 +15,15 @@ from sai_attack import data
 RESULT_COLUMNS = (
     "image", "output", "label", "target", "clean_pred", "adv_pred", "success", "l2",
     "delta_eff", "linf", "psnr", "superpixels", "mask_fraction", "status", "sha256", "ssim",
-    "ciede2000", "ciede2000_p95", "min_delta",
+    "ciede2000", "ciede2000_p95", "min_delta", "fallback",
 )  # fmt: skip
 """The columns, in order. ``sha256`` is the input file's hash: a resumed run reuses a row only
 for the same input content (folders written before it existed have no such column). ``ssim``,
 ``ciede2000`` and ``ciede2000_p95`` are the perceptual metrics of :mod:`sai_attack.metrics` on the
 saved PNG pair; ``min_delta`` is the smallest successful delta a ``min_delta`` search found (empty
-in other runs, and where even the largest delta failed). New columns go last, so older readers
+in other runs, and where even the largest delta failed); ``fallback`` is 1 where the saved image is
+the fallback attack's (``fallback_loss``), 0 where it is the attack's, empty in runs without a
+fallback. New columns go last, so older readers
 keep their positions."""
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
