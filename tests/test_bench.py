@@ -62,8 +62,11 @@ def test_bench_reports_every_method_with_stages(tmp_path, nips17, capsys):
         # A ratio of two timings: check how it is made, not its value (timings vary with load).
         floor = report["floor_seconds_per_image"]
         assert m["efficiency"] == pytest.approx(floor * 1 / m["attack_seconds_per_image"])
+        fastest = report["floor_fastest_seconds_per_image"]
+        assert m["efficiency_fastest"] == pytest.approx(fastest / m["attack_seconds_per_image"])
     assert report["methods"][0]["ratio_to_ifgm"] == 1.0
     assert report["floor_seconds_per_batch"] > 0
+    assert 0 < report["floor_fastest_seconds_per_image"] <= report["floor_seconds_per_image"]
     # auto: the built-in model runs channels-last on the CPU; the floor is given in every layout
     assert report["memory_format"] == "channels_last"
     assert report["config"]["memory_format"] == "auto"
@@ -141,9 +144,10 @@ def test_report_lists_floors_references_and_memory():
     report = BenchReport(
         config=config, device="cpu", threads=2, interop_threads=1, memory_format="channels_last",
         floor_seconds_per_batch=0.32, floor_seconds_per_image=0.02,
+        floor_fastest_seconds_per_image=0.018,
         floors_seconds_per_image={"contiguous": 0.04, "channels_last": 0.02, "plain": 0.05},
         methods=[MethodTiming("ifgm", 4, 1.0, 4.0, 0.25, dict.fromkeys(STAGES, 0.001), 0.2,
-                              1.0, 1.0)],
+                              1.0, 0.9, 1.0)],
         reference={"images": 4, "repeats": 1, "ifgm": 0.2, "ifgm linf": 0.21,
                    "torchattacks.PGDL2": 0.4, "torchattacks.PGDL2 same model": 0.2,
                    "torchattacks.PGD": 0.42, "torchattacks.PGD same model": 0.21,
@@ -160,10 +164,11 @@ def test_report_lists_floors_references_and_memory():
         "OMP_WAIT_POLICY PASSIVE, load average 3.0 -> 2.5), batch 16, 4 images from in"
     ) in text
     assert (
-        "floor (bare forward+backward, channels_last): 0.320 s per batch, 20.0 ms per image; "
-        "ms per image by layout: contiguous 40.0, channels_last 20.0, plain 50.0"
+        "floor (bare forward+backward, channels_last): 0.320 s per batch, 20.0 ms per image "
+        "(median pass; fastest 18.0 ms); ms per image by layout (median): contiguous 40.0, "
+        "channels_last 20.0, plain 50.0"
     ) in text
-    assert "| ifgm | 4.000 | 0.250 | 1.000 | 1.000 |" in text
+    assert "| ifgm | 4.000 | 0.250 | 1.000 | 1.000 | 0.900 |" in text
     assert "| torchattacks.PGDL2 | 0.400 | 0.500 | 0.200 | 1.000 | 0 |" in text
     assert "| torchattacks.PGD | 0.420 | 0.500 | 0.210 | 1.000 | 2e-05 |" in text
     assert "peak RSS 900 MiB after the methods, 1200 MiB in all" in text

@@ -50,10 +50,14 @@ def _device(model: ImageClassifier) -> torch.device:
     return model.mean.device
 
 
-def forward_backward_seconds(
+FLOOR_PASSES = 7
+"""Passes timed for a floor of ``bench`` (its median is the floor; single passes spread widely)."""
+
+
+def forward_backward_times(
     model: ImageClassifier, images: torch.Tensor, reps: int = 2
-) -> tuple[float, torch.Tensor]:
-    """The fastest of ``reps`` forward+backward passes after a warm-up pass, and its logits.
+) -> tuple[list[float], torch.Tensor]:
+    """The seconds of ``reps`` forward+backward passes after a warm-up pass, and its logits.
 
     The gradient is taken w.r.t. the input only, as in an attack.
 
@@ -63,11 +67,12 @@ def forward_backward_seconds(
         reps: Timed passes.
 
     Returns:
-        ``(seconds, logits)``; logits (B, num_classes), detached.
+        ``(seconds, logits)``: one time per timed pass; logits (B, num_classes), detached.
     """
     device = images.device
     labels = torch.zeros(images.shape[0], dtype=torch.long, device=device)
-    best, logits = float("inf"), None
+    times: list[float] = []
+    logits = None
     for i in range(reps + 1):
         _sync(device)
         t0 = time.perf_counter()
@@ -78,9 +83,20 @@ def forward_backward_seconds(
         if i == 0:
             logits = out.detach()
         else:
-            best = min(best, time.perf_counter() - t0)
+            times.append(time.perf_counter() - t0)
     assert logits is not None
-    return best, logits
+    return times, logits
+
+
+def forward_backward_seconds(
+    model: ImageClassifier, images: torch.Tensor, reps: int = 2
+) -> tuple[float, torch.Tensor]:
+    """The fastest of ``reps`` forward+backward passes after a warm-up pass, and its logits.
+
+    See :func:`forward_backward_times`; the fastest pass compares layouts least noisily.
+    """
+    times, logits = forward_backward_times(model, images, reps)
+    return min(times), logits
 
 
 def measure_memory_formats(
