@@ -242,42 +242,15 @@ class BatchAttacker:
         superpixels: torch.Tensor | None,
         seeds: list[int],
         timings: dict[str, float],
-    ) -> Attempt:
-        """Attack ``x`` at ``delta``, then re-attack with the fallback what the attack missed.
-
-        Only images that resist (finite output, goal not met on the 8-bit pixels) are attacked
-        again, with their own seeds, so a fooled image's result never depends on the others.
-        """
-        first = self._attack_once(delta, x, clean, superpixels, seeds, timings)
-        if self._fallback_config is None:
-            return first
-        first.fallback = [False] * len(seeds)
-        missed = [i for i, (f, ok) in enumerate(zip(first.finite, first.success, strict=True))
-                  if f and not ok]  # fmt: skip
-        if not missed:
-            return first
-        sub = None if superpixels is None else superpixels[missed]
-        again = self._attack_once(delta, x[missed], clean.select(missed), sub,
-                                  [seeds[i] for i in missed], timings, fallback=True)  # fmt: skip
-        again.fallback = [True] * len(missed)
-        where = dict(zip(missed, range(len(missed)), strict=True))
-        chosen = [(again, where[i]) if i in where and again.success[where[i]] else (first, i)
-                  for i in range(len(seeds))]  # fmt: skip
-        logger.debug("fallback attack fooled %d of %d resisting images",
-                     sum(again.success), len(missed))  # fmt: skip
-        return combine(chosen)
-
-    def _attack_once(
-        self,
-        delta: float,
-        x: torch.Tensor,
-        clean: CleanBatch,
-        superpixels: torch.Tensor | None,
-        seeds: list[int],
-        timings: dict[str, float],
         fallback: bool = False,
     ) -> Attempt:
-        """Attack ``x`` at ``delta`` and measure the result on its 8-bit pixels."""
+        """Attack ``x`` at ``delta``, measure the result on its 8-bit pixels, and re-attack misses.
+
+        The run's fallback attack (``fallback_loss``) then attacks only the images that resist
+        (finite output, goal not met), with their own seeds, so a fooled image's result never
+        depends on the others; its image is kept where it succeeds. ``fallback``: this is that
+        re-attack.
+        """
         t0 = time.perf_counter()
         result = self._attack_for(delta, fallback).run(
             x, clean.attacked, clean.targets, superpixels=superpixels,
@@ -303,7 +276,23 @@ class BatchAttacker:
         success = [f and (h if self.config.targeted else not h)
                    for f, h in zip(finite, hits, strict=True)]  # fmt: skip
         timings["evaluate"] += time.perf_counter() - t0
-        return Attempt(result, adv_u8, adv_pred, finite, success)
+        attempt = Attempt(result, adv_u8, adv_pred, finite, success)
+        if fallback or self._fallback_config is None:
+            return attempt
+        attempt.fallback = [False] * len(seeds)
+        missed = [i for i, (f, ok) in enumerate(zip(finite, success, strict=True)) if f and not ok]
+        if not missed:
+            return attempt
+        sub = None if superpixels is None else superpixels[missed]
+        again = self._attempt(delta, x[missed], clean.select(missed), sub,
+                              [seeds[i] for i in missed], timings, fallback=True)  # fmt: skip
+        again.fallback = [True] * len(missed)
+        where = dict(zip(missed, range(len(missed)), strict=True))
+        chosen = [(again, where[i]) if i in where and again.success[where[i]] else (attempt, i)
+                  for i in range(len(seeds))]  # fmt: skip
+        logger.debug("fallback attack fooled %d of %d resisting images",
+                     sum(again.success), len(missed))  # fmt: skip
+        return combine(chosen)
 
     def _perceptual(self, jobs: list[tuple[dict, np.ndarray, np.ndarray]]) -> list[Future]:
         """Fill the SSIM and CIEDE2000 cells of rows: in threads when there is a pool.
