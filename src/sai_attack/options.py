@@ -154,11 +154,11 @@ OPTIONS: dict[str, Option] = _table(
     Option("steps", int, 10, "iterations T; step alpha = eps/T (fgm and sa-fgm always take 1)",
            low=1, high=100_000, flag="--iters", metavar="T"),
     Option("loss", str, "ce", "ce: cross-entropy; cw: logit margin", choices=True),
-    Option("fallback_loss", str, "auto", "re-attack the images the white-box model still "
-           "classifies correctly (or not as their target) on their saved 8-bit files, with "
-           "this loss and budget within, and keep the re-attack where it succeeds (AutoAttack's "
-           "pattern, Croce & Hein 2020); none: no re-attack; auto: cw under linf, none under "
-           "l2 (the paper's attacks as published)", choices=True),
+    Option("fallback_loss", str, "auto", "re-attack the images the attack did not fool on "
+           "their saved 8-bit files (still predicted as the attacked class, or not as their "
+           "target) with this loss and budget within, and keep the re-attack where it succeeds "
+           "(AutoAttack's pattern, Croce & Hein 2020); none: no re-attack; auto: cw under linf, "
+           "none under l2 (the paper's attacks as published)", choices=True),
     Option("budget", str, None, "within: project into the ball, ||r|| <= eps; exact: rescale "
            "to ||r|| = eps (linf: every perturbed value at +-eps). Not set: the paper's "
            "protocol, within for fgm/ifgm/mifgm, exact for the superpixel methods",

@@ -107,9 +107,10 @@ def fallback_text(loss: str) -> str:
     if loss == "none":
         return "none"
     return (
-        f"images still classified correctly (targeted: not as their target) on their saved 8-bit "
-        f"files were attacked again with loss {loss} and budget within; results.csv fallback = 1 "
-        f"where that re-attack succeeded and its image was saved"
+        f"images the attack did not fool on their saved 8-bit files (still predicted as the "
+        f"attacked class, or not as their target) were attacked again with loss {loss} and "
+        f"budget within; results.csv fallback = 1 where that re-attack succeeded and its image "
+        f"was saved"
     )
 
 

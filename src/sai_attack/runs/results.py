@@ -23,8 +23,7 @@ for the same input content (folders written before it existed have no such colum
 saved PNG pair; ``min_delta`` is the smallest successful delta a ``min_delta`` search found (empty
 in other runs, and where even the largest delta failed); ``fallback`` is 1 where the saved image is
 the fallback attack's (``fallback_loss``), 0 where it is the attack's, empty in runs without a
-fallback. New columns go last, so older readers
-keep their positions."""
+fallback. New columns go last, so older readers keep their positions."""
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 """Cell starts that make a spreadsheet evaluate a cell (OWASP CSV injection), and the quote
