@@ -395,10 +395,30 @@ def test_every_preset_plans_the_beyond_section_on_its_own_images():
         keys = set(needs)
         assert {template_spec(t, preset.control_delta, a).key for t in preset.control_templates
                 for a in (False, True)} <= keys  # fmt: skip
-        assert set(preset.beyond_deltas) == {2.0, 4.0} or preset.name == "tiny"
-    quick = PRESETS["quick"]
-    assert quick.beyond_images == 32
-    assert with_images(quick, 10).beyond_images == 10
-    assert with_images(quick, 500).beyond_images == 32
+        assert preset.control_delta in preset.beyond_deltas  # the plot holds the control runs
+    standard = PRESETS["standard"]
+    assert standard.beyond_images == 32
+    assert with_images(standard, 10).beyond_images == 10
+    assert with_images(standard, 500).beyond_images == 32
     # runs other sections read with more images keep their larger count
-    assert plan(SECTIONS, quick)["ifgm_d4_exact"][1] == quick.images
+    assert plan(SECTIONS, standard)["ifgm_d4_exact"][1] == standard.images
+
+
+def test_quick_plans_every_section_with_a_fraction_of_the_standard_work(tmp_path):
+    from sai_attack.reproduce.experiments import Reproduction
+
+    def work(name: str) -> tuple[dict[str, float], int]:
+        preset = PRESETS[name]
+        settings = Settings(Path("."), tmp_path, preset, targets=("tflite:a", "tflite:b"))
+        reproduction = Reproduction(settings, plan(SECTIONS, preset))
+        return dict(reproduction.work_units(SECTIONS)), len(reproduction.needs)
+
+    quick, n_quick = work("quick")
+    standard, n_standard = work("standard")
+    assert next(iter(PRESETS)) == "quick"  # the command's default
+    for section in SECTIONS:
+        assert section.runs(PRESETS["quick"]), section.name
+        assert quick[section.name] > 0
+    assert n_quick < n_standard
+    # the estimate the progress log uses; standard took 40-58 min, quick must stay under 15
+    assert sum(quick.values()) < 0.3 * sum(standard.values())

@@ -66,9 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     data, out, images = OWN_OPTIONS
     add_argument(p, data, required=True)
     add_argument(p, out, required=True)
-    p.add_argument("--preset", choices=list(PRESETS), default="quick",
-                   help="quick: ~100 images, fewer sweep points (about 40 min on a 2-core CPU); "
-                   "full: all images, all points; tiny: smoke test (default quick)")  # fmt: skip
+    default = next(iter(PRESETS))
+    described = "; ".join(f"{name}: {preset.summary}" for name, preset in PRESETS.items())
+    p.add_argument("--preset", choices=list(PRESETS), default=default,
+                   help=f"{described} (default {default})")  # fmt: skip
     add_argument(p, images)
     p.add_argument("--black-box", nargs="*", default=list(BLACK_BOX_MODELS), metavar="MODEL",
                    help="black-box PyTorch models (default: lite1, lite2)")  # fmt: skip
