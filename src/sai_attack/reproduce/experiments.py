@@ -131,7 +131,7 @@ class Reproduction:
     def work_units(self, sections: Sequence[Section]) -> list[tuple[str, float]]:
         """Planned stages with their cost in model passes per image (estimates).
 
-        Calibrated on a 2-core CPU with Lite0 (quick preset): an attack costs T + 1 passes per
+        Calibrated on a 2-core CPU with Lite0 (standard preset): an attack costs T + 1 passes per
         image; the sections estimate their own evaluation, detection and figure work.
         """
         stages = []
