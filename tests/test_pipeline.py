@@ -341,3 +341,32 @@ def test_linf_budget_check_uses_the_largest_change(folder, tmp_path, monkeypatch
         status[norm] = {r["status"][:46] for r in read_results(tmp_path / norm / "results.csv")}
     assert status["l2"] == {"ok"}
     assert status["linf"] == {"skipped: the saved perturbation breaks the bud"}
+
+
+class _Numbers(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 7
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_load_batches_keeps_the_order_and_trims_the_heap_before_forking(workers, monkeypatch):
+    from sai_attack.pipeline import loading
+
+    trims = []
+    monkeypatch.setattr(loading, "trim_heap", lambda: trims.append(1))
+    got = list(loading.load_batches(_Numbers(), 7, 3, workers))
+    assert got == [[0, 1, 2], [3, 4, 5], [6]]
+    # Forked workers would share the retained heap copy-on-write: it is trimmed just before.
+    assert trims == ([1] if workers else [])
+
+
+def test_load_batches_starts_no_workers_for_one_batch(monkeypatch):
+    from sai_attack.pipeline import loading
+
+    trims = []
+    monkeypatch.setattr(loading, "trim_heap", lambda: trims.append(1))
+    assert list(loading.load_batches(_Numbers(), 7, 8, workers=2)) == [list(range(7))]
+    assert trims == []

@@ -10,27 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from sai_attack import data, options, parallel
 from sai_attack.defenses import Defense, NoDefense, parse_defenses
 from sai_attack.evaluation.protocol import EvaluationError, method_of
 from sai_attack.evaluation.targets import Target, load_targets
-from sai_attack.pipeline.loading import batches
+from sai_attack.pipeline.loading import load_batches
 from sai_attack.report import none_if_nan
 from sai_attack.runs import Run, RunItem, read_runs
 from sai_attack.runs.layout import check_output_folder
-from sai_attack.runtime import die_with_parent, image_seed, resolve_device
+from sai_attack.runtime import image_seed, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -124,20 +123,6 @@ def _leave_out(run: Run, left_out: list[tuple[str, str]]) -> None:
         line = f"{image}: {reason}"
         if line not in run.missing:
             run.missing.append(line)
-
-
-def _pair_batches(
-    run: Run, indices: list[int], batch_size: int, workers: int
-) -> Iterator[list[_Pair]]:
-    """The decoded pairs of ``run.items[indices]``, in order, in lists of ``batch_size``."""
-    # Workers decode single items, so every batch is spread over all of them; a share that fits
-    # in one batch is not worth starting processes for.
-    workers = workers if len(indices) > batch_size else 0
-    prefetch = max(2, math.ceil(2 * batch_size / workers)) if workers else None
-    init = die_with_parent if workers else None  # workers die with the main process
-    loader = DataLoader(_PairDataset(run.items, indices), None, num_workers=workers,
-                        prefetch_factor=prefetch, worker_init_fn=init)  # fmt: skip
-    return batches(loader, batch_size)
 
 
 @dataclass
@@ -237,7 +222,7 @@ def evaluate(
         left_out: list[tuple[str, str]] = []
         shape = _run_shape(run)
         mine = ctx.shard(list(range(len(run.items))), batch_size)
-        for batch in _pair_batches(run, mine, batch_size, workers):
+        for batch in load_batches(_PairDataset(run.items, mine), len(mine), batch_size, workers):
             shape = _check_shapes(batch, shape)
             good = [p for p in batch if p.error is None]
             left_out += [(run.items[p.index].image, p.error) for p in batch if p.error]

@@ -10,18 +10,17 @@ the lock, merges the rows and writes ``summary.json``.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader
 
 from sai_attack import data, parallel
 from sai_attack.attacks import Attack
@@ -30,7 +29,7 @@ from sai_attack.pipeline.batch import BatchAttacker, segments_on_device, skip_ro
 from sai_attack.pipeline.cache import EntryCache, model_identity
 from sai_attack.pipeline.clean import attention_for
 from sai_attack.pipeline.config import RunOptions
-from sai_attack.pipeline.loading import InputDataset, Item, batches, input_sha256
+from sai_attack.pipeline.loading import InputDataset, Item, input_sha256, load_batches
 from sai_attack.pipeline.mindelta import MinDelta
 from sai_attack.pipeline.stores import (
     PredictionStore,
@@ -46,7 +45,6 @@ from sai_attack.runtime import (
     EXIT_OK,
     EXIT_SKIPPED,
     RunError,
-    die_with_parent,
     resolve_device,
     retain_heap,
     trim_heap,
@@ -259,7 +257,7 @@ class AttackRun:
                     problems.setdefault(n, "no target class for this image (targeted attack)")
         return problems
 
-    def _loader(self, inputs: data.InputSet, todo: list[str], size: int) -> DataLoader:
+    def _batches(self, inputs: data.InputSet, todo: list[str], size: int) -> Iterator[list[Item]]:
         templates = (
             TemplateSource(self.config.superpixel_config(), self._cache)
             if self.config.uses_superpixels and not segments_on_device(self.config, self.device)
@@ -273,19 +271,7 @@ class AttackRun:
             templates,
             self._problems(inputs, todo),
         )
-        batch_size = self.options.batch_size
-        workers = self.options.workers if len(todo) > batch_size else 0
-        # Workers load single images, not whole batches, so every batch is spread over all of
-        # them (the first batch arrives `workers` times sooner); each keeps up to two batches'
-        # worth of images in flight so the segmentation runs ahead of the model.
-        return DataLoader(
-            dataset,
-            batch_size=None,
-            shuffle=False,
-            num_workers=workers,
-            prefetch_factor=max(2, math.ceil(2 * batch_size / workers)) if workers else None,
-            worker_init_fn=die_with_parent if workers else None,
-        )
+        return load_batches(dataset, len(todo), self.options.batch_size, self.options.workers)
 
     def _loop(
         self,
@@ -315,8 +301,7 @@ class AttackRun:
         try:
             with writer, attacker:
                 t_wait = time.perf_counter()
-                for batch in batches(self._loader(inputs, todo, self.image_size(model)),
-                                     self.options.batch_size):  # fmt: skip
+                for batch in self._batches(inputs, todo, self.image_size(model)):
                     timings["wait"] += time.perf_counter() - t_wait
                     rows, futures = self._process(attacker, labels, batch, timings)
                     templates.update(it.template_lookup for it in batch if it.template_lookup)
