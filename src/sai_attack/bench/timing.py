@@ -244,9 +244,10 @@ def run_bench(config: BenchConfig) -> BenchReport:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     # Repetitions run every method in turn, so a machine whose speed drifts slows all alike. The
-    # floors are measured before and after them, not in between: the first run after the floor
-    # passes was still 5-15% slower than the next (cause not isolated), so one untimed batch
-    # of the first method runs before the timed ones, and no floor interrupts them.
+    # floors are measured before and after them, and one untimed batch of the first method runs
+    # first. The run after the floors used to be 5-15% slower than the next: every run's first
+    # batch was (copy-on-write of the retained heap after its loader worker forked, worst after
+    # the floors had grown the heap); load_batches now trims the heap before the fork.
     runs: dict[str, list[MethodTiming]] = {m: [] for m in config.methods}
     with tempfile.TemporaryDirectory(prefix="sai-bench-") as tmp:
         warm_up = replace(config, limit=min(config.limit, batch))
