@@ -249,3 +249,44 @@ def test_a_registered_attack_runs_through_the_config(model, batch):
         options.register_choices("method", ATTACKS)
     with pytest.raises(ValueError, match="method 'half-fgm' is unknown"):
         AttackConfig(method="half-fgm")
+
+
+@pytest.mark.parametrize("texture_weight", [0.0, 1.0])
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("budget", ["within", "exact"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_superpixel_render_on_the_noise_equals_painting_first(texture_weight, norm, budget, masked):
+    # The fast render applies the budget to n and crops inside the template; the reference
+    # paints f(n; t), crops by m* and applies the budget to the pixels (paper Eq. 3).
+    x = textured_images(batch=3, size=24, seed=5).double()
+    templates = sp.segment_batch(x, sp.SuperpixelConfig(size=4))
+    mask = (torch.rand(3, 1, 24, 24, generator=torch.Generator().manual_seed(1)) > 0.4).double()
+    space = SuperpixelSpace(sp.SuperpixelConfig(size=4), texture_weight=texture_weight)
+    eps = 0.3 if norm == "l2" else 4 / 255
+    bound = space.bind(x, templates, mask if masked else None, eps, budget, norm)
+    assert bound.cropped is not None
+    n = bound.init([1, 2, 3], 0.1, random_start=True)
+    # (values within the box stay inside: scale them past it so that the budget acts)
+    n = (n * (20 if norm == "linf" else 3)).requires_grad_(True)
+    fast = bound.render(n)
+    (g_fast,) = torch.autograd.grad((fast * x).sum(), n)
+    bound.cropped = None
+    reference = bound.render(n)
+    (g_ref,) = torch.autograd.grad((reference * x).sum(), n)
+    torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_a_mask_with_fractions_is_applied_to_the_painting():
+    x = textured_images(batch=2, size=16, seed=2).double()
+    templates = sp.segment_batch(x, sp.SuperpixelConfig(size=4))
+    soft = torch.full((2, 1, 16, 16), 0.5, dtype=torch.float64)
+    bound = SuperpixelSpace(sp.SuperpixelConfig(size=4)).bind(
+        x, templates, soft, 0.2, "within", "l2"
+    )
+    assert bound.cropped is None
+    n = torch.ones(2, 3, templates.amax().item() + 1, dtype=torch.float64)
+    painted = bound.render(n)
+    expected = torch.full_like(painted, 0.5)
+    expected *= 0.2 / l2_norm(expected).view(-1, 1, 1, 1)
+    torch.testing.assert_close(painted, expected)

@@ -168,6 +168,7 @@ class _BasisBound(_SuperpixelBound):
     def __init__(self, space: ControlSpace, basis: SeparableBasis, images, mask, eps, budget, norm):
         Bound.__init__(self, images, mask, eps, budget, norm)
         self.space, self.basis, self.weights = space, basis, None
+        self.cropped = None  # a basis is not constant per region: paint, crop, then the budget
         self.counts = [basis.k] * images.shape[0]
         self.sizes = torch.full((images.shape[0],), 3.0 * basis.k, dtype=torch.float64)
 

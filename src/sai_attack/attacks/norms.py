@@ -103,6 +103,26 @@ def apply_budget(r: torch.Tensor, eps: float, budget: str, norm: str = "l2") -> 
     raise ValueError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
 
 
+def apply_budget_painted(
+    values: torch.Tensor, counts: torch.Tensor, eps: float, budget: str, norm: str = "l2"
+) -> torch.Tensor:
+    """:func:`apply_budget` of an image painted from per-region values, applied to the values.
+
+    Painting ``values`` (B, C, K) onto regions of ``counts`` (B, 1, K) pixels (0 for a region
+    outside the mask) and then applying the budget gives, up to float rounding, the painting of
+    this function's result: the L-infinity budget acts value by value and keeps 0 at 0, and the
+    L2 norm of the painted image is ``sqrt(sum_k counts_k * values_k^2)``. The work is that of K
+    values instead of H*W pixels.
+    """
+    if norm == "linf" or budget not in BUDGETS:
+        return apply_budget(values, eps, budget, norm)
+    length = (values.square() * counts).flatten(1).sum(dim=1).sqrt()  # (B,)
+    factor = eps / length.clamp_min(1e-12)
+    if budget == "within":
+        factor = factor.clamp(max=1.0)
+    return values * _per_sample(factor, values)
+
+
 def epsilon(delta: float, shape: Sequence[int], norm: str = "l2") -> float:
     """The budget in [0, 1] units for per-pixel scale ``delta`` (0-255 units) and (C, H, W).
 
