@@ -5,7 +5,7 @@ fast path), alternating the variants in every repeat:
 
 1. the seconds per image and pass of every batch's attack call inside an ``AttackRun``, for
    I-FGM and SAI-FGM, with the heap trimmed before the loader worker forks (the library's
-   behaviour) and without (``trim_heap`` patched out of ``load_batches``), next to the median
+   behaviour) and without (``trim_heap`` patched out of ``worker_batches``), next to the median
    bare forward+backward pass timed just before each run;
 2. the superpixel space's render and its gradient for one step of a batch: the budget applied
    to the noise with the mask folded into the template (the library's path) against painting,

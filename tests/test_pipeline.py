@@ -352,21 +352,21 @@ class _Numbers(torch.utils.data.Dataset):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_load_batches_keeps_the_order_and_trims_the_heap_before_forking(workers, monkeypatch):
+def test_worker_batches_keeps_the_order_and_trims_the_heap_before_forking(workers, monkeypatch):
     from sai_attack.pipeline import loading
 
     trims = []
     monkeypatch.setattr(loading, "trim_heap", lambda: trims.append(1))
-    got = list(loading.load_batches(_Numbers(), 7, 3, workers))
+    got = list(loading.worker_batches(_Numbers(), 3, workers))
     assert got == [[0, 1, 2], [3, 4, 5], [6]]
     # Forked workers would share the retained heap copy-on-write: it is trimmed just before.
     assert trims == ([1] if workers else [])
 
 
-def test_load_batches_starts_no_workers_for_one_batch(monkeypatch):
+def test_worker_batches_starts_no_workers_for_one_batch(monkeypatch):
     from sai_attack.pipeline import loading
 
     trims = []
     monkeypatch.setattr(loading, "trim_heap", lambda: trims.append(1))
-    assert list(loading.load_batches(_Numbers(), 7, 8, workers=2)) == [list(range(7))]
+    assert list(loading.worker_batches(_Numbers(), 8, workers=2)) == [list(range(7))]
     assert trims == []

@@ -247,7 +247,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
     # floors are measured before and after them, and one untimed batch of the first method runs
     # first. The run after the floors used to be 5-15% slower than the next: every run's first
     # batch was (copy-on-write of the retained heap after its loader worker forked, worst after
-    # the floors had grown the heap); load_batches now trims the heap before the fork.
+    # the floors had grown the heap); worker_batches now trims the heap before the fork.
     runs: dict[str, list[MethodTiming]] = {m: [] for m in config.methods}
     with tempfile.TemporaryDirectory(prefix="sai-bench-") as tmp:
         warm_up = replace(config, limit=min(config.limit, batch))

@@ -25,7 +25,7 @@ from sai_attack import data, options, parallel
 from sai_attack.defenses import Defense, NoDefense, parse_defenses
 from sai_attack.evaluation.protocol import EvaluationError, method_of
 from sai_attack.evaluation.targets import Target, load_targets
-from sai_attack.pipeline.loading import load_batches
+from sai_attack.pipeline.loading import worker_batches
 from sai_attack.report import none_if_nan
 from sai_attack.runs import Run, RunItem, read_runs
 from sai_attack.runs.layout import check_output_folder
@@ -222,7 +222,7 @@ def evaluate(
         left_out: list[tuple[str, str]] = []
         shape = _run_shape(run)
         mine = ctx.shard(list(range(len(run.items))), batch_size)
-        for batch in load_batches(_PairDataset(run.items, mine), len(mine), batch_size, workers):
+        for batch in worker_batches(_PairDataset(run.items, mine), batch_size, workers):
             shape = _check_shapes(batch, shape)
             good = [p for p in batch if p.error is None]
             left_out += [(run.items[p.index].image, p.error) for p in batch if p.error]

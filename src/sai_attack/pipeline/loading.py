@@ -109,15 +109,15 @@ def batches(items: Iterable[T], batch_size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def load_batches(dataset: Dataset, count: int, batch_size: int, workers: int) -> Iterator[list]:
-    """The ``count`` items of ``dataset``, in order, in lists of ``batch_size``, from workers.
+def worker_batches(dataset: Dataset, batch_size: int, workers: int) -> Iterator[list]:
+    """The items of ``dataset`` (which has a length), in order, in lists of ``batch_size``.
 
     Workers load single items, not whole batches, so every batch is spread over all of them (the
     first batch arrives ``workers`` times sooner); each keeps up to two batches' worth of items in
     flight so that loading (and segmentation) runs ahead of the model. A share that fits in one
     batch is not worth starting processes for. Workers die with the main process.
     """
-    workers = workers if count > batch_size else 0
+    workers = workers if len(dataset) > batch_size else 0
     loader = DataLoader(
         dataset,
         batch_size=None,

@@ -29,7 +29,7 @@ from sai_attack.pipeline.batch import BatchAttacker, segments_on_device, skip_ro
 from sai_attack.pipeline.cache import EntryCache, model_identity
 from sai_attack.pipeline.clean import attention_for
 from sai_attack.pipeline.config import RunOptions
-from sai_attack.pipeline.loading import InputDataset, Item, input_sha256, load_batches
+from sai_attack.pipeline.loading import InputDataset, Item, input_sha256, worker_batches
 from sai_attack.pipeline.mindelta import MinDelta
 from sai_attack.pipeline.stores import (
     PredictionStore,
@@ -271,7 +271,7 @@ class AttackRun:
             templates,
             self._problems(inputs, todo),
         )
-        return load_batches(dataset, len(todo), self.options.batch_size, self.options.workers)
+        return worker_batches(dataset, self.options.batch_size, self.options.workers)
 
     def _loop(
         self,
